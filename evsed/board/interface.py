@@ -1,0 +1,85 @@
+"""The one narrow interface between evsed and charger hardware.
+
+Events in (pilot state, relay feedback, meter readings, RFID tags, device faults); commands out (PWM duty,
+contactor, lock, safe state). The sim board and the Raspberry Pi board both implement ``Board``. Events may be
+delivered from a board thread: the sink must be thread-safe (see ``core.safety``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from evsed.core.pilot import PilotState
+
+
+class Device(StrEnum):
+    PILOT = "pilot"
+    CONTACTOR = "contactor"
+    METER = "meter"
+    LOCK = "lock"
+    READER = "reader"
+
+
+@dataclass(frozen=True, slots=True)
+class PilotChanged:
+    connector: int
+    state: PilotState
+    diode_fault: bool
+    at_ns: int  # monotonic_ns of the measurement that showed the change
+
+
+@dataclass(frozen=True, slots=True)
+class ContactorFeedback:
+    connector: int
+    closed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    connector: int
+    energy_wh: float
+    power_w: float
+    current_a: tuple[float, float, float]
+    voltage_v: float
+
+
+@dataclass(frozen=True, slots=True)
+class TagRead:
+    id_tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFault:
+    """A device failed (active) or recovered (not active). error_code is an OCPP ChargePointErrorCode."""
+
+    connector: int  # 0 = the whole charge point (e.g. the RFID reader)
+    device: Device
+    error_code: str
+    active: bool
+    info: str = ""
+
+
+BoardEvent = PilotChanged | ContactorFeedback | MeterReading | TagRead | DeviceFault
+EventSink = Callable[[BoardEvent], None]
+
+
+class Board(Protocol):
+    connectors: int
+
+    def start(self, sink: EventSink) -> None:
+        """Begin delivering events; the first PilotChanged per connector reports the initial state."""
+
+    def stop(self) -> None: ...
+
+    def set_pwm(self, connector: int, duty_percent: float | None) -> None:
+        """duty_percent None = pilot at +12 V DC (no current offered)."""
+
+    def set_contactor(self, connector: int, closed: bool) -> None: ...
+
+    def set_lock(self, connector: int, locked: bool) -> None: ...
+
+    def safe_state(self) -> None:
+        """All contactors open, PWM off; callable at any time from any thread, idempotent."""

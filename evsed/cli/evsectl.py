@@ -1,0 +1,88 @@
+"""`evsectl`: talk to the running daemon over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from evsed.control.protocol import ControlError, request
+
+DEFAULT_SOCKET = "/run/evsed/evsed.sock"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evsectl", description="control and inspect a running evsed")
+    p.add_argument("--socket", default=os.environ.get("EVSED_SOCKET", DEFAULT_SOCKET),
+                   help=f"control socket (default {DEFAULT_SOCKET}, or $EVSED_SOCKET)")
+    sub = p.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="show the charge point's state")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    sim = sub.add_parser("sim", help="drive the simulated board")
+    ss = sim.add_subparsers(dest="action", required=True)
+    plug = ss.add_parser("plug", help="plug an EV in (state B)")
+    plug.add_argument("connector", type=int)
+    plug.add_argument("--max-current", type=float, default=32.0, metavar="A")
+    plug.add_argument("--phases", type=int, choices=[1, 3], default=3)
+    for name, text in (("unplug", "unplug the EV (state A)"), ("suspend", "the EV pauses (C -> B)"),
+                       ("resume", "the EV asks for energy again (B -> C)"), ("clear", "clear injected faults")):
+        ss.add_parser(name, help=text).add_argument("connector", type=int)
+    swipe = ss.add_parser("swipe", help="present a card to the RFID reader")
+    swipe.add_argument("id_tag")
+    fault = ss.add_parser("fault", help="inject a fault")
+    fault.add_argument("connector", type=int)
+    fault.add_argument("kind", help="diode, pilot-short, contactor-welded, meter-offline, lock-failure")
+    return p
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    o = s["ocpp"]
+    link = "connected" if o["connected"] else "not connected"
+    print(f"{s['charge_point_id']}: CSMS {link}, registration {o['registration'] or '-'}"
+          + (f", {o['queued_transaction_messages']} transaction message(s) queued"
+             if o.get("queued_transaction_messages") else ""))
+    for c in s["connectors"]:
+        line = (f"  connector {c['id']}: {c['status']:<13} pilot {c['pilot_state']}  "
+                f"offered {c['offered_current_a']:4.1f} A  power {c['power_w'] / 1000:6.2f} kW  "
+                f"meter {c['energy_wh'] / 1000:9.3f} kWh")
+        if c.get("error_code") not in (None, "NoError"):
+            line += f"  error {c['error_code']}"
+        if c["id_tag"] is not None:
+            tx = c["transaction_id"] if c["transaction_id"] is not None else "pending"
+            line += f"  tx {tx} ({c['id_tag']}"
+            if c.get("session_energy_wh") is not None:
+                line += f", {c['session_energy_wh'] / 1000:.3f} kWh"
+            line += ")"
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "status":
+            result = request(args.socket, {"cmd": "status"})
+            if args.json:
+                print(json.dumps(result))
+            else:
+                _print_status(result)
+            return 0
+        req: dict[str, Any] = {"cmd": "sim", "action": args.action}
+        if args.action == "swipe":
+            req["id_tag"] = args.id_tag
+        else:
+            req["connector"] = args.connector
+        if args.action == "plug":
+            req.update(max_current=args.max_current, phases=args.phases)
+        elif args.action == "fault":
+            req["kind"] = args.kind
+        request(args.socket, req)
+        return 0
+    except ControlError as exc:
+        print(f"evsectl: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Loading and validating the daemon's TOML configuration.
+
+Every problem becomes one ``ConfigError`` naming the file, the key and the problem, so the CLI can print a
+single line and exit 2. The schema below is the contract with tools that write these files: keys are only
+ever added, never renamed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    def __init__(self, path: str | Path, key: str, problem: str) -> None:
+        super().__init__(f"{path}: {key}: {problem}")
+        self.path = str(path)
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ChargePointConfig:
+    id: str
+    vendor: str
+    model: str
+    serial_number: str | None = None
+    firmware_version: str | None = None
+
+
+@dataclass(frozen=True)
+class OcppConfig:
+    url: str
+    # Initial values of OCPP configuration keys; the CSMS may override them later.
+    config: dict[str, Any] = field(default_factory=dict)
+    call_timeout_s: float = 30.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    ping_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    backend: str = "sim"
+    connectors: int = 1
+    max_current_a: float = 32.0
+    phases: int = 3
+    voltage_v: float = 230.0
+    # Sim only: how often the simulated meter reports (the real one is polled at this rate too).
+    meter_poll_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    dir: str = "/var/lib/evsed"
+
+    @property
+    def database(self) -> Path:
+        return Path(self.dir) / "evsed.sqlite3"
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = "/run/evsed/evsed.sock"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    charge_point: ChargePointConfig
+    ocpp: OcppConfig
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+
+
+# One checker per key: (type name, predicate, required, default). Defaults that are None mean "optional".
+_Check = Callable[[Any], str | None]
+
+
+def _string(max_len: int = 0, nonempty: bool = True) -> _Check:
+    def check(v: Any) -> str | None:
+        if not isinstance(v, str):
+            return f"expected a string, got {_tname(v)}"
+        if nonempty and not v.strip():
+            return "must not be empty"
+        if max_len and len(v) > max_len:
+            return f"at most {max_len} characters (OCPP limit), got {len(v)}"
+        return None
+
+    return check
+
+
+def _number(lo: float, hi: float, integer: bool = False) -> _Check:
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int | float) or (integer and not isinstance(v, int)):
+            return f"expected {'an integer' if integer else 'a number'}, got {_tname(v)}"
+        if not lo <= v <= hi:
+            return f"must be between {lo:g} and {hi:g}, got {v}"
+        return None
+
+    return check
+
+
+def _choice(*options: Any) -> _Check:
+    def check(v: Any) -> str | None:
+        if v not in options or isinstance(v, bool) != isinstance(options[0], bool):
+            return f"must be one of {', '.join(repr(o) for o in options)}, got {v!r}"
+        return None
+
+    return check
+
+
+def _ws_url(v: Any) -> str | None:
+    if (err := _string()(v)) is not None:
+        return err
+    parts = urlsplit(v)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        return f"must be a ws:// or wss:// URL, got {v!r}"
+    return None
+
+
+def _identity(v: Any) -> str | None:
+    if (err := _string(max_len=48)(v)) is not None:
+        return err
+    # The identity becomes a URL path segment; the Security Whitepaper restricts it to printable, non-"/"
+    bad = [c for c in v if not c.isprintable() or c in "/ ?#%"]
+    if bad:
+        return f"contains characters not allowed in a URL path segment: {''.join(sorted(set(bad)))!r}"
+    return None
+
+
+def _path(v: Any) -> str | None:
+    return _string()(v)
+
+
+_SCHEMA: dict[str, dict[str, tuple[_Check, bool]]] = {
+    "charge_point": {
+        "id": (_identity, True),
+        "vendor": (_string(20), True),  # BootNotification CiString20
+        "model": (_string(20), True),
+        "serial_number": (_string(25), False),
+        "firmware_version": (_string(50), False),
+    },
+    "ocpp": {
+        "url": (_ws_url, True),
+        "call_timeout_s": (_number(1, 600), False),
+        "reconnect_min_s": (_number(0.1, 600), False),
+        "reconnect_max_s": (_number(1, 3600), False),
+        "ping_interval_s": (_number(0, 3600), False),
+    },
+    "hardware": {
+        "backend": (_choice("sim", "rpi"), False),
+        "connectors": (_number(1, 16, integer=True), False),
+        "max_current_a": (_number(6, 80), False),
+        "phases": (_choice(1, 3), False),
+        "voltage_v": (_number(100, 400), False),
+        "meter_poll_interval_s": (_number(0.1, 60), False),
+    },
+    "storage": {"dir": (_path, False)},
+    "control": {"socket": (_path, False)},
+}
+_REQUIRED_TABLES = ("charge_point", "ocpp")
+
+
+def _tname(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
+            dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def load(path: str | Path) -> Config:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, "-", f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(path, "-", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "-", f"TOML syntax error: {exc}") from None
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], path: str | Path = "<config>") -> Config:
+    from evsed.ocpp.configkeys import ConfigKeyError, validate_initial  # OCPP key rules live with the keys
+
+    for table in data:
+        if table not in _SCHEMA:
+            raise ConfigError(path, table, "unknown table")
+    for table in _REQUIRED_TABLES:
+        if table not in data:
+            raise ConfigError(path, table, "required table is missing")
+    values: dict[str, dict[str, Any]] = {}
+    ocpp_keys: dict[str, Any] = {}
+    for table, keys in _SCHEMA.items():
+        section = data.get(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(path, table, f"expected a table, got {_tname(section)}")
+        values[table] = {}
+        for key, value in section.items():
+            if table == "ocpp" and key == "config":
+                if not isinstance(value, dict):
+                    raise ConfigError(path, "ocpp.config", f"expected a table, got {_tname(value)}")
+                for ck, cv in value.items():
+                    try:
+                        ocpp_keys[ck] = validate_initial(ck, cv)
+                    except ConfigKeyError as exc:
+                        raise ConfigError(path, f"ocpp.config.{ck}", str(exc)) from None
+                continue
+            if key not in keys:
+                raise ConfigError(path, f"{table}.{key}", "unknown key")
+            check, _ = keys[key]
+            if (problem := check(value)) is not None:
+                raise ConfigError(path, f"{table}.{key}", problem)
+            values[table][key] = value
+        for key, (_, required) in keys.items():
+            if required and key not in values[table]:
+                raise ConfigError(path, f"{table}.{key}", "required key is missing")
+    ocpp = values["ocpp"]
+    if ocpp.get("reconnect_min_s", 1.0) > ocpp.get("reconnect_max_s", 60.0):
+        raise ConfigError(path, "ocpp.reconnect_min_s", "must not exceed ocpp.reconnect_max_s")
+    return Config(
+        path=str(path),
+        charge_point=ChargePointConfig(**values["charge_point"]),
+        ocpp=OcppConfig(config=ocpp_keys, **ocpp),
+        hardware=HardwareConfig(**values["hardware"]),
+        storage=StorageConfig(**values["storage"]),
+        control=ControlConfig(**values["control"]),
+    )

@@ -1,0 +1,116 @@
+"""The safety supervisor: sole owner of the contactors.
+
+It sees every board event first, in the board's own thread, and opens a contactor right there when the pilot
+leaves C/D, the diode check fails or a blocking device fault appears; only then is the event forwarded to the
+asyncio side. So a busy event loop (an OCPP burst, a slow SQLite write) cannot delay the opening. The charge
+controller asks the supervisor to close; the supervisor refuses unless the pilot allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from evsed.board.interface import (
+    Board,
+    BoardEvent,
+    ContactorFeedback,
+    Device,
+    DeviceFault,
+    EventSink,
+    PilotChanged,
+)
+from evsed.core.pilot import CHARGING_STATES, PilotState
+
+log = logging.getLogger(__name__)
+
+# Device failures that forbid energy flow on their connector until they clear.
+BLOCKING_DEVICES = frozenset({Device.PILOT, Device.CONTACTOR, Device.METER, Device.LOCK})
+
+
+class SafetySupervisor:
+    def __init__(self, board: Board, forward: EventSink, connectors: int, ventilation: bool = False) -> None:
+        self._board = board
+        self._forward = forward
+        self._lock = threading.Lock()
+        self._allowed_states = CHARGING_STATES if ventilation else frozenset({PilotState.C})
+        ids = range(1, connectors + 1)
+        self._pilot: dict[int, PilotState] = dict.fromkeys(ids, PilotState.A)
+        self._diode_fault: dict[int, bool] = dict.fromkeys(ids, False)
+        self._commanded: dict[int, bool] = dict.fromkeys(ids, False)
+        self._feedback: dict[int, bool] = dict.fromkeys(ids, False)
+        self._faults: dict[int, set[Device]] = {c: set() for c in ids}
+
+    # --- board thread -------------------------------------------------------------------------------------
+    def on_board_event(self, event: BoardEvent) -> None:
+        extra: BoardEvent | None = None
+        with self._lock:
+            if isinstance(event, PilotChanged):
+                self._pilot[event.connector] = event.state
+                self._diode_fault[event.connector] = event.diode_fault
+                self._enforce(event.connector)
+            elif isinstance(event, DeviceFault) and event.connector in self._faults:
+                if event.device in BLOCKING_DEVICES:
+                    if event.active:
+                        self._faults[event.connector].add(event.device)
+                    else:
+                        self._faults[event.connector].discard(event.device)
+                    self._enforce(event.connector)
+            elif isinstance(event, ContactorFeedback):
+                extra = self._check_feedback(event)
+        self._forward(event)
+        if extra is not None:
+            self._forward(extra)
+
+    def _may_close(self, connector: int) -> bool:
+        return (
+            self._pilot[connector] in self._allowed_states
+            and not self._diode_fault[connector]
+            and not self._faults[connector]
+        )
+
+    def _enforce(self, connector: int) -> None:
+        if self._commanded[connector] and not self._may_close(connector):
+            self._board.set_contactor(connector, False)
+            self._commanded[connector] = False
+            log.info("safety: contactor %d opened (pilot %s, diode fault %s, faults %s)", connector,
+                     self._pilot[connector], self._diode_fault[connector],
+                     ",".join(sorted(self._faults[connector])) or "none")
+
+    def _check_feedback(self, event: ContactorFeedback) -> DeviceFault | None:
+        c = event.connector
+        was_bad = self._feedback[c] != self._commanded[c]
+        self._feedback[c] = event.closed
+        bad = event.closed != self._commanded[c]
+        if bad == was_bad:
+            return None
+        # A contact that stays closed when commanded open is welded; one that stays open is stuck.
+        kind = "welded" if event.closed else "stuck open"
+        info = f"contactor {kind}" if bad else "contactor feedback matches command again"
+        if bad:
+            self._faults[c].add(Device.CONTACTOR)
+            self._enforce(c)
+        else:
+            self._faults[c].discard(Device.CONTACTOR)
+        return DeviceFault(c, Device.CONTACTOR, "PowerSwitchFailure", bad, info)
+
+    # --- controller side (any thread) --------------------------------------------------------------------
+    def request_contactor(self, connector: int, closed: bool) -> bool:
+        """Close only when the pilot and faults allow it; opening is always granted."""
+        with self._lock:
+            if closed and not self._may_close(connector):
+                return False
+            if self._commanded[connector] != closed:
+                self._commanded[connector] = closed
+                self._board.set_contactor(connector, closed)
+            return True
+
+    def contactor_closed(self, connector: int) -> bool:
+        with self._lock:
+            return self._commanded[connector]
+
+    def safe_state(self) -> None:
+        with self._lock:
+            self._board.safe_state()
+            for c in self._commanded:
+                self._commanded[c] = False

@@ -1,0 +1,404 @@
+"""The charging core: per-connector session state machines and the station-level authorization flow.
+
+Pure: every method takes the event and the current monotonic time and returns the actions to carry out.
+It never touches hardware, sockets or clocks. The OCPP layer sees only its actions (transaction started or
+stopped, status changed, authorization needed) and feeds it authorization results and remote commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from evsed.core.pilot import CHARGING_STATES, MIN_CURRENT_A, PilotState, duty_for_current
+
+# When the EVSE withdraws PWM during C2, the EV should go to B; after this it is opened under load.
+STOP_UNDER_LOAD_TIMEOUT_S = 6.0
+# After a diode fault the PWM is withdrawn; it is offered again this often to re-check the diode.
+DIODE_RECHECK_S = 5.0
+
+
+class Status(StrEnum):
+    """OCPP 1.6 ChargePointStatus."""
+
+    AVAILABLE = "Available"
+    PREPARING = "Preparing"
+    CHARGING = "Charging"
+    SUSPENDED_EV = "SuspendedEV"
+    SUSPENDED_EVSE = "SuspendedEVSE"
+    FINISHING = "Finishing"
+    RESERVED = "Reserved"
+    UNAVAILABLE = "Unavailable"
+    FAULTED = "Faulted"
+
+
+class StopReason(StrEnum):
+    LOCAL = "Local"
+    REMOTE = "Remote"
+    EV_DISCONNECTED = "EVDisconnected"
+    HARD_RESET = "HardReset"
+    SOFT_RESET = "SoftReset"
+    POWER_LOSS = "PowerLoss"
+    REBOOT = "Reboot"
+    UNLOCK_COMMAND = "UnlockCommand"
+    DEAUTHORIZED = "DeAuthorized"
+    EMERGENCY_STOP = "EmergencyStop"
+    OTHER = "Other"
+
+
+# --- actions ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SetPwm:
+    connector: int
+    duty: float | None  # None = +12 V DC, no current offered
+    amps: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetContactor:
+    connector: int
+    closed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetLock:
+    connector: int
+    locked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAuthorization:
+    id_tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionStarted:
+    connector: int
+    id_tag: str
+    meter_wh: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionStopped:
+    connector: int
+    meter_wh: float
+    at: float
+    reason: StopReason
+    id_tag: str | None  # the idTag that stopped it, when it was a card
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    connector: int
+    status: Status
+    error_code: str
+    info: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRejected:
+    id_tag: str
+    status: str
+
+
+Action = (SetPwm | SetContactor | SetLock | RequestAuthorization | TransactionStarted | TransactionStopped
+          | StatusChanged | AuthorizationRejected)
+
+
+@dataclass
+class _Tx:
+    id_tag: str
+    parent_id_tag: str | None
+    meter_start_wh: float
+
+
+@dataclass
+class Connector:
+    id: int
+    max_current_a: float
+    pilot: PilotState = PilotState.A
+    diode_fault: bool = False
+    faults: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (error code, info)
+    energy_wh: float = 0.0
+    power_w: float = 0.0
+    tx: _Tx | None = None
+    prepared: tuple[str, str | None, float] | None = None  # (idTag, parent, deadline) before plug-in
+    stopping: tuple[StopReason, str | None, float] | None = None  # (reason, idTag, force-open deadline)
+    finishing: bool = False
+    available: bool = True
+    limit_a: float | None = None  # from smart charging / local limits; None = no limit
+    pwm_duty: float | None = None
+    pwm_amps: float = 0.0
+    contactor: bool = False
+    diode_recheck_at: float | None = None
+    diode_probe: bool = False  # PWM offered again despite a diode fault, to re-check the diode
+    status: Status | None = None
+    error_code: str = "NoError"
+
+    @property
+    def plugged(self) -> bool:
+        return self.pilot not in (PilotState.A, PilotState.E, PilotState.F)
+
+    @property
+    def offered_a(self) -> float:
+        limit = self.max_current_a if self.limit_a is None else min(self.max_current_a, self.limit_a)
+        return limit if limit >= MIN_CURRENT_A else 0.0
+
+
+class Station:
+    def __init__(self, connectors: int, max_current_a: float, keys: Mapping[str, Any]) -> None:
+        self.connectors = {i: Connector(i, max_current_a) for i in range(1, connectors + 1)}
+        self._keys = keys
+        self._pending_card: tuple[str, str | None, float] | None = None  # card first, several connectors
+        self._awaiting_auth: set[str] = set()
+
+    # --- inputs ------------------------------------------------------------------------------------------
+    def start(self, now: float) -> list[Action]:
+        """Initial statuses once the board reports; called after the first pilot readings."""
+        return [a for c in self.connectors.values() for a in self._update(c, now)]
+
+    def pilot(self, connector: int, state: PilotState, diode_fault: bool, now: float) -> list[Action]:
+        c = self.connectors[connector]
+        previous = c.pilot
+        c.pilot = state
+        pwm_on = c.pwm_duty is not None
+        if state in (PilotState.E, PilotState.F):
+            c.faults["pilot"] = ("EVCommunicationError", f"pilot in state {state}")
+        elif "pilot" in c.faults and c.faults["pilot"][1].startswith("pilot in state"):
+            del c.faults["pilot"]
+        if diode_fault and pwm_on:
+            c.faults["diode"] = ("EVCommunicationError", "diode check failed")
+            c.diode_recheck_at = now + DIODE_RECHECK_S
+            c.diode_probe = False
+        elif "diode" in c.faults and (state == PilotState.A or (pwm_on and not diode_fault)):
+            del c.faults["diode"]
+            c.diode_recheck_at = None
+            c.diode_probe = False
+        actions: list[Action] = []
+        if state == PilotState.A and previous != PilotState.A:
+            actions += self._unplugged(c, now)
+        elif c.plugged and previous in (PilotState.A, PilotState.E, PilotState.F):
+            actions += self._plugged(c, now)
+        if c.stopping is not None and state not in CHARGING_STATES:
+            actions += self._finish_stop(c, now)
+        return actions + self._update(c, now)
+
+    def meter(self, connector: int, energy_wh: float, power_w: float) -> None:
+        c = self.connectors[connector]
+        c.energy_wh = energy_wh
+        c.power_w = power_w
+
+    def device_fault(self, connector: int, source: str, error_code: str, active: bool, info: str,
+                     now: float) -> list[Action]:
+        targets = list(self.connectors.values()) if connector == 0 else [self.connectors[connector]]
+        actions: list[Action] = []
+        for c in targets:
+            if active:
+                c.faults[source] = (error_code, info)
+            else:
+                c.faults.pop(source, None)
+            actions += self._update(c, now)
+        return actions
+
+    def contactor_state(self, connector: int, closed: bool) -> None:
+        """What the supervisor actually did (it may refuse a close or open on its own)."""
+        self.connectors[connector].contactor = closed
+
+    def tag(self, id_tag: str, now: float) -> list[Action]:
+        """A card on the reader: stop its own transaction, else ask for authorization."""
+        for c in self.connectors.values():
+            if c.tx is not None and c.stopping is None and c.tx.id_tag == id_tag:
+                return self._request_stop(c, StopReason.LOCAL, id_tag, now)
+        if id_tag in self._awaiting_auth:
+            return []
+        self._awaiting_auth.add(id_tag)
+        return [RequestAuthorization(id_tag)]
+
+    def authorization(self, id_tag: str, status: str, parent_id_tag: str | None, now: float) -> list[Action]:
+        """The result of authorizing a card presented at the reader."""
+        self._awaiting_auth.discard(id_tag)
+        if status != "Accepted":
+            return [AuthorizationRejected(id_tag, status)]
+        if parent_id_tag:
+            for c in self.connectors.values():
+                if c.tx is not None and c.stopping is None and c.tx.parent_id_tag == parent_id_tag:
+                    return self._request_stop(c, StopReason.LOCAL, id_tag, now)
+        target = self._connector_for_card()
+        if target is None:
+            return [AuthorizationRejected(id_tag, "NoConnectorAvailable")]
+        return self._prepare(target, id_tag, parent_id_tag, now)
+
+    def remote_start(self, connector: int | None, id_tag: str, now: float) -> tuple[bool, list[Action]]:
+        if connector is None:
+            target = self._connector_for_card()
+        else:
+            target = self.connectors.get(connector)
+            if target is not None and not self._can_prepare(target):
+                target = None
+        if target is None:
+            return False, []
+        return True, self._prepare(target, id_tag, None, now)
+
+    def stop(self, connector: int, reason: StopReason, now: float) -> list[Action]:
+        c = self.connectors[connector]
+        if c.tx is None or c.stopping is not None:
+            return []
+        return self._request_stop(c, reason, None, now)
+
+    def resume_transaction(self, connector: int, id_tag: str, meter_start_wh: float) -> None:
+        """A transaction persisted before a restart that is still running (the EV never left)."""
+        self.connectors[connector].tx = _Tx(id_tag, None, meter_start_wh)
+
+    def set_limit(self, connector: int, amps: float | None, now: float) -> list[Action]:
+        c = self.connectors[connector]
+        c.limit_a = amps
+        return self._update(c, now)
+
+    def tick(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if self._pending_card is not None and now >= self._pending_card[2]:
+            self._pending_card = None
+        for c in self.connectors.values():
+            if c.prepared is not None and now >= c.prepared[2]:
+                c.prepared = None  # ConnectionTimeOut: the user never plugged in
+            if c.stopping is not None and now >= c.stopping[2]:
+                actions += self._finish_stop(c, now)
+            if c.diode_recheck_at is not None and now >= c.diode_recheck_at:
+                c.diode_recheck_at = now + DIODE_RECHECK_S
+                c.diode_probe = True
+            actions += self._update(c, now)
+        return actions
+
+    def next_deadline(self) -> float | None:
+        times = [t for c in self.connectors.values()
+                 for t in (c.prepared[2] if c.prepared else None, c.stopping[2] if c.stopping else None,
+                           c.diode_recheck_at) if t is not None]
+        if self._pending_card is not None:
+            times.append(self._pending_card[2])
+        return min(times) if times else None
+
+    # --- internals ---------------------------------------------------------------------------------------
+    def _can_prepare(self, c: Connector) -> bool:
+        return c.available and not c.faults and c.tx is None and c.prepared is None
+
+    def _connector_for_card(self) -> Connector | None:
+        free = [c for c in self.connectors.values() if self._can_prepare(c)]
+        plugged = [c for c in free if c.plugged]
+        if plugged:
+            return plugged[0]
+        return free[0] if free else None
+
+    def _prepare(self, c: Connector, id_tag: str, parent: str | None, now: float) -> list[Action]:
+        if c.plugged:
+            return self._start_tx(c, id_tag, parent, now)
+        deadline = now + float(self._keys["ConnectionTimeOut"])
+        free = [x for x in self.connectors.values() if self._can_prepare(x)]
+        if len(free) > 1 and len(self.connectors) > 1:
+            # With several free connectors the card is not bound until the EV plugs in somewhere.
+            self._pending_card = (id_tag, parent, deadline)
+            return []
+        c.prepared = (id_tag, parent, deadline)
+        return self._update(c, now)
+
+    def _plugged(self, c: Connector, now: float) -> list[Action]:
+        c.finishing = False
+        if c.tx is not None:
+            return []  # a transaction kept across an unplug (StopTransactionOnEVSideDisconnect = false)
+        if c.prepared is not None:
+            id_tag, parent, _ = c.prepared
+            c.prepared = None
+            return self._start_tx(c, id_tag, parent, now)
+        if self._pending_card is not None and self._can_prepare(c):
+            id_tag, parent, _ = self._pending_card
+            self._pending_card = None
+            return self._start_tx(c, id_tag, parent, now)
+        return []
+
+    def _unplugged(self, c: Connector, now: float) -> list[Action]:
+        c.finishing = False
+        actions: list[Action] = [SetContactor(c.id, False), SetLock(c.id, False)]
+        if c.tx is not None:
+            if c.stopping is not None or bool(self._keys["StopTransactionOnEVSideDisconnect"]):
+                reason = c.stopping[0] if c.stopping is not None else StopReason.EV_DISCONNECTED
+                id_tag = c.stopping[1] if c.stopping is not None else None
+                c.stopping = (reason, id_tag, now)
+                actions += self._finish_stop(c, now)
+        return actions
+
+    def _start_tx(self, c: Connector, id_tag: str, parent: str | None, now: float) -> list[Action]:
+        c.tx = _Tx(id_tag, parent, c.energy_wh)
+        c.prepared = None
+        c.finishing = False
+        return [SetLock(c.id, True), TransactionStarted(c.id, id_tag, c.energy_wh, now)]
+
+    def _request_stop(self, c: Connector, reason: StopReason, id_tag: str | None, now: float) -> list[Action]:
+        c.stopping = (reason, id_tag, now + STOP_UNDER_LOAD_TIMEOUT_S)
+        actions = self._set_pwm(c, None)
+        if not (c.contactor and c.pilot in CHARGING_STATES):
+            actions += self._finish_stop(c, now)
+        return actions + self._update(c, now)
+
+    def _finish_stop(self, c: Connector, now: float) -> list[Action]:
+        if c.tx is None or c.stopping is None:
+            return []
+        reason, id_tag, _ = c.stopping
+        c.tx = None
+        c.stopping = None
+        c.finishing = c.plugged
+        actions: list[Action] = [SetContactor(c.id, False)]
+        actions += self._set_pwm(c, None)
+        if not c.plugged:
+            actions.append(SetLock(c.id, False))
+        actions.append(TransactionStopped(c.id, c.energy_wh, now, reason, id_tag))
+        return actions
+
+    def _wants_pwm(self, c: Connector) -> bool:
+        blocking = set(c.faults) - ({"diode"} if c.diode_probe else set())
+        return c.tx is not None and c.stopping is None and c.plugged and not blocking and c.offered_a > 0
+
+    def _set_pwm(self, c: Connector, amps: float | None) -> list[Action]:
+        duty = duty_for_current(amps) if amps else None
+        if duty == c.pwm_duty:
+            return []
+        c.pwm_duty = duty
+        c.pwm_amps = amps if duty is not None and amps is not None else 0.0
+        return [SetPwm(c.id, duty, c.pwm_amps)]
+
+    def _update(self, c: Connector, now: float) -> list[Action]:
+        """Bring PWM and contactor in line with the state, then report a status change."""
+        actions: list[Action] = []
+        actions += self._set_pwm(c, c.offered_a if self._wants_pwm(c) else None)
+        want_closed = (c.tx is not None and c.stopping is None and c.pwm_duty is not None
+                       and c.pilot in CHARGING_STATES and not c.faults)
+        if want_closed != c.contactor and (want_closed or c.stopping is None or c.pilot
+                                            not in CHARGING_STATES):
+            actions.append(SetContactor(c.id, want_closed))
+            c.contactor = want_closed
+        status, error_code, info = self._status(c)
+        if (status, error_code) != (c.status, c.error_code):
+            c.status, c.error_code = status, error_code
+            actions.append(StatusChanged(c.id, status, error_code, info))
+        return actions
+
+    def _status(self, c: Connector) -> tuple[Status, str, str]:
+        if c.faults:
+            code, info = next(iter(c.faults.values()))
+            return Status.FAULTED, code, info
+        if not c.available and c.tx is None:
+            return Status.UNAVAILABLE, "NoError", ""
+        if c.tx is not None:
+            if c.stopping is not None:
+                return Status.SUSPENDED_EVSE, "NoError", "stopping"
+            if c.pwm_duty is None:
+                return Status.SUSPENDED_EVSE, "NoError", "no current offered"
+            if c.pilot in CHARGING_STATES:
+                return Status.CHARGING, "NoError", ""
+            return Status.SUSPENDED_EV, "NoError", ""
+        if c.finishing and c.plugged:
+            return Status.FINISHING, "NoError", ""
+        if c.plugged or c.prepared is not None:
+            return Status.PREPARING, "NoError", ""
+        return Status.AVAILABLE, "NoError", ""

@@ -1,0 +1,356 @@
+"""Composition root: builds board, safety supervisor, station, OCPP session, store and control server, and
+runs their lifecycle (safe state first, READY, watchdog, graceful stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from evsed.board.interface import (
+    BoardEvent,
+    DeviceFault,
+    MeterReading,
+    PilotChanged,
+    TagRead,
+)
+from evsed.board.sim import SimBoard
+from evsed.config import Config
+from evsed.control.server import ControlServer, RequestError
+from evsed.core import station as st
+from evsed.core.safety import SafetySupervisor
+from evsed.ocpp.client import OcppClient
+from evsed.ocpp.configkeys import ConfigKeys
+from evsed.ocpp.schema import Validator
+from evsed.ocpp.session import Identity, Measurement, OcppSession
+from evsed.store.db import Store, TransactionRow
+
+log = logging.getLogger("evsed")
+
+GRACEFUL_STOP_S = 5.0
+METER_PERSIST_INTERVAL_S = 60.0
+CLEAN_SHUTDOWN = "clean_shutdown"
+
+
+class BackendUnavailable(Exception):
+    pass
+
+
+def build_board(cfg: Config, initial_energy: dict[int, float] | None = None) -> SimBoard:
+    hw = cfg.hardware
+    if hw.backend != "sim":
+        raise BackendUnavailable(f"{cfg.path}: hardware.backend: {hw.backend!r} is not implemented yet "
+                                 "(only 'sim' in this release)")
+    return SimBoard(hw.connectors, hw.voltage_v, hw.meter_poll_interval_s, initial_energy)
+
+
+class Notifier:
+    """sd_notify, plus the watchdog period that sdnotify does not parse for us."""
+
+    def __init__(self) -> None:
+        self._n: Any = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify  # imported lazily: not needed outside systemd
+
+            self._n = sdnotify.SystemdNotifier()
+
+    def notify(self, state: str) -> None:
+        if self._n is not None:
+            self._n.notify(state)
+
+    @staticmethod
+    def watchdog_period() -> float | None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or (pid and pid != str(os.getpid())):
+            return None
+        try:
+            return int(usec) / 1e6 / 2
+        except ValueError:
+            return None
+
+
+class Daemon:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.store = Store(cfg.storage.database)
+        n = cfg.hardware.connectors
+        self.keys = ConfigKeys(self.store, cfg.ocpp.config, n)
+        self.board = build_board(cfg, self.store.meter_registers())
+        self.supervisor = SafetySupervisor(self.board, self._from_board_thread, n)
+        self.station = st.Station(n, cfg.hardware.max_current_a, self.keys)
+        self.meters: dict[int, MeterReading] = {}
+        cp = cfg.charge_point
+        self.session = OcppSession(
+            Identity(cp.id, cp.vendor, cp.model, cp.serial_number, cp.firmware_version),
+            self.keys, self.store, self, Validator("v16"), connectors=n, now=time.monotonic(),
+            wall_offset=time.time() - time.monotonic(), call_timeout_s=cfg.ocpp.call_timeout_s)
+        self.client = OcppClient(self.session, cfg.ocpp.url, reconnect_min_s=cfg.ocpp.reconnect_min_s,
+                                 reconnect_max_s=cfg.ocpp.reconnect_max_s,
+                                 ping_interval=lambda: float(self.keys["WebSocketPingInterval"]))
+        self.control = ControlServer(cfg.control.socket, self.handle_request)
+        self.notifier = Notifier()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self._seen_pilot: set[int] = set()
+        self._meter_saved_at = 0.0
+        self._orphans: dict[int, TransactionRow] = {r.connector: r for r in self.store.open_transactions()}
+        self._last_exit_clean = self.store.get_state(CLEAN_SHUTDOWN) == "1"
+        self.keys.on_change(lambda name, value: self.session.config_changed(name, value, time.monotonic()))
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        # The safety loop runs in the board thread; a short GIL switch interval keeps it from waiting long
+        # behind a busy event loop.
+        sys.setswitchinterval(0.001)
+        self.supervisor.safe_state()
+        self.store.set_state(CLEAN_SHUTDOWN, "0")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stop.set)
+        await self.control.start()
+        self.board.start(self.supervisor.on_board_event)
+        if self._orphans:
+            log.info("found %d transaction(s) open from the previous run: %s", len(self._orphans),
+                     ", ".join(f"connector {c} (local id {r.local_id})" for c, r in self._orphans.items()))
+        self.notifier.notify("READY=1")
+        self.notifier.notify(f"STATUS={self.summary()}")
+        log.info("evsed ready: %s, %d connector(s), backend %s, CSMS %s", self.cfg.charge_point.id,
+                 self.cfg.hardware.connectors, self.cfg.hardware.backend, self.client.url)
+        tasks = [asyncio.create_task(self.client.run(), name="ocpp"),
+                 asyncio.create_task(self._station_timer(), name="station-timer")]
+        if (period := self.notifier.watchdog_period()) is not None:
+            tasks.append(asyncio.create_task(self._watchdog(period), name="watchdog"))
+        await self._stop.wait()
+        await self._shutdown(tasks)
+        return 0
+
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+        log.info("stopping: suspending charging and opening contactors")
+        self.notifier.notify("STOPPING=1")
+        self.supervisor.safe_state()
+        for cid, reading in self.meters.items():
+            self.store.save_meter_register(cid, reading.energy_wh)
+        try:
+            await asyncio.wait_for(self.client.close(), GRACEFUL_STOP_S - 2)
+        except TimeoutError:
+            log.warning("stopping: the CSMS did not complete the close handshake")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.control.stop()
+        self.board.stop()
+        self.store.set_state(CLEAN_SHUTDOWN, "1")
+        self.store.close()
+        log.info("stopped")
+
+    async def _watchdog(self, period: float) -> None:
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(period)
+
+    async def _station_timer(self) -> None:
+        while True:
+            now = time.monotonic()
+            deadline = self.station.next_deadline()
+            await asyncio.sleep(min(1.0, max(0.01, (deadline or now + 1.0) - now)))
+            self._apply(self.station.tick(time.monotonic()))
+            self.notifier.notify(f"STATUS={self.summary()}")
+
+    # --- board events -------------------------------------------------------------------------------------
+    def _from_board_thread(self, event: BoardEvent) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_board_event, event)
+
+    def _on_board_event(self, event: BoardEvent) -> None:
+        now = time.monotonic()
+        if isinstance(event, PilotChanged):
+            log.info("connector %d: pilot %s%s", event.connector, event.state,
+                     " (diode fault)" if event.diode_fault else "")
+            if event.connector not in self._seen_pilot:
+                self._seen_pilot.add(event.connector)
+                self._adopt_orphan(event, now)
+            self._apply(self.station.pilot(event.connector, event.state, event.diode_fault, now))
+        elif isinstance(event, MeterReading):
+            self.meters[event.connector] = event
+            self.station.meter(event.connector, event.energy_wh, event.power_w)
+            if now - self._meter_saved_at >= METER_PERSIST_INTERVAL_S:
+                self._meter_saved_at = now
+                for cid, reading in self.meters.items():
+                    self.store.save_meter_register(cid, reading.energy_wh)
+        elif isinstance(event, DeviceFault):
+            level = logging.WARNING if event.active else logging.INFO
+            log.log(level, "connector %d: %s %s: %s", event.connector, event.device,
+                    "failed" if event.active else "recovered", event.info)
+            self._apply(self.station.device_fault(event.connector, str(event.device), event.error_code,
+                                                  event.active, event.info, now))
+        elif isinstance(event, TagRead):
+            log.info("reader: card %s", event.id_tag)
+            self._apply(self.station.tag(event.id_tag, now))
+
+    def _adopt_orphan(self, event: PilotChanged, now: float) -> None:
+        """A transaction left open by the previous run: resume it if the EV is still there, else close it."""
+        row = self._orphans.pop(event.connector, None)
+        if row is None:
+            return
+        if event.state not in (st.PilotState.A, st.PilotState.E, st.PilotState.F):
+            log.info("connector %d: EV still connected, resuming transaction %d", row.connector, row.local_id)
+            self.station.resume_transaction(row.connector, row.id_tag, row.meter_start_wh)
+            self.session.config_changed("MeterValueSampleInterval", self.keys["MeterValueSampleInterval"], now)
+            return
+        reason = st.StopReason.REBOOT if self._last_exit_clean else st.StopReason.POWER_LOSS
+        log.info("connector %d: EV gone after restart, closing transaction %d (%s, meterStop %.0f Wh)",
+                 row.connector, row.local_id, reason, row.last_meter_wh)
+        self.session.close_transaction(row.local_id, row.last_meter_wh, self.session.timestamp(now), reason, None)
+        self.client.kick()
+
+    # --- station actions ----------------------------------------------------------------------------------
+    def _apply(self, actions: list[st.Action]) -> None:
+        now = time.monotonic()
+        for a in actions:
+            if isinstance(a, st.SetPwm):
+                log.info("connector %d: %s", a.connector,
+                         f"PWM {a.duty:.1f} % ({a.amps:g} A offered)" if a.duty is not None else "PWM off")
+                self.board.set_pwm(a.connector, a.duty)
+            elif isinstance(a, st.SetContactor):
+                granted = self.supervisor.request_contactor(a.connector, a.closed)
+                if a.closed and not granted:
+                    log.info("connector %d: close refused by the safety supervisor", a.connector)
+                self.station.contactor_state(a.connector, self.supervisor.contactor_closed(a.connector))
+            elif isinstance(a, st.SetLock):
+                self.board.set_lock(a.connector, a.locked)
+            elif isinstance(a, st.RequestAuthorization):
+                self.session.authorize(a.id_tag, now)
+            elif isinstance(a, st.TransactionStarted):
+                log.info("connector %d: transaction started for %s at %.0f Wh", a.connector, a.id_tag,
+                         a.meter_wh)
+                self.session.transaction_started(a.connector, a.id_tag, a.meter_wh, a.at)
+            elif isinstance(a, st.TransactionStopped):
+                log.info("connector %d: transaction stopped (%s) at %.0f Wh", a.connector, a.reason,
+                         a.meter_wh)
+                self.session.transaction_stopped(a.connector, a.meter_wh, a.at, str(a.reason), a.id_tag)
+            elif isinstance(a, st.StatusChanged):
+                log.info("connector %d: status %s%s", a.connector, a.status,
+                         f" ({a.error_code}: {a.info})" if a.error_code != "NoError" else "")
+                self.session.status_changed(a.connector, str(a.status), a.error_code, a.info, now)
+            elif isinstance(a, st.AuthorizationRejected):
+                log.info("reader: card %s not accepted (%s)", a.id_tag, a.status)
+        self.client.kick()
+
+    # --- Controller port for the OCPP session --------------------------------------------------------------
+    def can_remote_start(self, connector: int | None) -> bool:
+        cs = self.station.connectors
+        candidates = list(cs.values()) if connector is None else [cs[connector]] if connector in cs else []
+        return any(c.available and not c.faults and c.tx is None and c.prepared is None for c in candidates)
+
+    def remote_start(self, connector: int | None, id_tag: str) -> bool:
+        ok, actions = self.station.remote_start(connector, id_tag, time.monotonic())
+        self._apply(actions)
+        return ok
+
+    def remote_stop(self, connector: int) -> None:
+        self._apply(self.station.stop(connector, st.StopReason.REMOTE, time.monotonic()))
+
+    def deauthorize(self, connector: int) -> None:
+        self._apply(self.station.stop(connector, st.StopReason.DEAUTHORIZED, time.monotonic()))
+
+    def authorization_result(self, id_tag: str, status: str, parent_id_tag: str | None) -> None:
+        self._apply(self.station.authorization(id_tag, status, parent_id_tag, time.monotonic()))
+
+    def measurement(self, connector: int) -> Measurement:
+        c = self.station.connectors[connector]
+        m = self.meters.get(connector)
+        current = max(m.current_a) if m else 0.0
+        return Measurement(c.energy_wh, c.power_w, current, c.pwm_amps, m.voltage_v if m else 0.0)
+
+    def statuses(self) -> dict[int, tuple[str, str, str]]:
+        return {cid: (str(c.status or st.Status.AVAILABLE), c.error_code, "")
+                for cid, c in self.station.connectors.items()}
+
+    # --- control socket -----------------------------------------------------------------------------------
+    def summary(self) -> str:
+        s = self.session
+        conn = "online" if s.connected else "offline"
+        parts = [f"{c.id}:{c.status or '-'}" for c in self.station.connectors.values()]
+        return f"CSMS {conn} ({s.registration or 'not registered'}); connectors {' '.join(parts)}"
+
+    def status(self) -> dict[str, Any]:
+        connectors = []
+        for cid, c in self.station.connectors.items():
+            local_id = self.session.active_transaction(cid)
+            row = self.store.transaction(local_id) if local_id is not None else None
+            connectors.append({
+                "id": cid,
+                "status": str(c.status) if c.status else "Unavailable",
+                "pilot_state": str(c.pilot),
+                "offered_current_a": float(c.pwm_amps),
+                "power_w": float(c.power_w),
+                "energy_wh": round(float(c.energy_wh), 1),
+                "transaction_id": row.csms_tx_id if row else None,
+                "id_tag": row.id_tag if row else None,
+                "error_code": c.error_code,
+                "session_energy_wh": round(c.energy_wh - row.meter_start_wh, 1) if row else None,
+            })
+        return {
+            "charge_point_id": self.cfg.charge_point.id,
+            "ocpp": {"connected": self.session.connected, "registration": self.session.registration,
+                     "queued_transaction_messages": self.store.queue_length()},
+            "connectors": connectors,
+        }
+
+    async def handle_request(self, req: dict[str, Any]) -> Any:
+        cmd = req["cmd"]
+        if cmd == "status":
+            return self.status()
+        if cmd == "sim":
+            return self._sim(req)
+        raise RequestError(f"unknown command {cmd!r}")
+
+    def _sim(self, req: dict[str, Any]) -> Any:
+        board = self.board
+        action = req.get("action")
+        if action == "swipe":
+            tag = req.get("id_tag")
+            if not isinstance(tag, str) or not 0 < len(tag) <= 20:
+                raise RequestError("idTag must be 1 to 20 characters (OCPP IdToken)")
+            board.swipe(tag)
+            return {}
+        if action == "latency":
+            samples = list(board.open_latencies_ns)
+            if req.get("reset"):
+                board.open_latencies_ns.clear()
+            return {"open_latencies_ns": samples}
+        connector = req.get("connector")
+        if not isinstance(connector, int) or not 1 <= connector <= board.connectors:
+            raise RequestError(f"connector must be 1..{board.connectors}, got {connector!r}")
+        if action == "plug":
+            max_current = req.get("max_current", 32.0)
+            phases = req.get("phases", 3)
+            if not isinstance(max_current, int | float) or not 0 < max_current <= 80:
+                raise RequestError("--max-current must be between 0 and 80 A")
+            if phases not in (1, 3):
+                raise RequestError("--phases must be 1 or 3")
+            board.plug(connector, float(max_current), phases)
+        elif action == "unplug":
+            board.unplug(connector)
+        elif action == "suspend":
+            board.suspend(connector)
+        elif action == "resume":
+            board.resume(connector)
+        elif action == "fault":
+            try:
+                board.inject_fault(connector, str(req.get("kind")))
+            except ValueError as exc:
+                raise RequestError(str(exc)) from None
+        elif action == "clear":
+            board.clear_faults(connector)
+        elif action == "ev":
+            return board.ev_snapshot(connector)
+        else:
+            raise RequestError(f"unknown sim action {action!r}")
+        return {}
