@@ -22,6 +22,7 @@ from evsed.board.sim import SimBoard
 from evsed.config import Config
 from evsed.control.server import ControlServer, RequestError
 from evsed.core import station as st
+from evsed.core.pilot import PilotState
 from evsed.core.safety import SafetySupervisor
 from evsed.ocpp.client import OcppClient
 from evsed.ocpp.configkeys import ConfigKeys
@@ -198,7 +199,7 @@ class Daemon:
         row = self._orphans.pop(event.connector, None)
         if row is None:
             return
-        if event.state not in (st.PilotState.A, st.PilotState.E, st.PilotState.F):
+        if event.state not in (PilotState.A, PilotState.E, PilotState.F):
             log.info("connector %d: EV still connected, resuming transaction %d", row.connector, row.local_id)
             self.station.resume_transaction(row.connector, row.id_tag, row.meter_start_wh)
             self.session.config_changed("MeterValueSampleInterval", self.keys["MeterValueSampleInterval"], now)

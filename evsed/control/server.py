@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -43,10 +44,8 @@ class ControlServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        try:
+        with contextlib.suppress(FileNotFoundError):
             Path(self.path).unlink()
-        except FileNotFoundError:
-            pass
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

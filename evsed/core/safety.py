@@ -38,7 +38,7 @@ class SafetySupervisor:
         self._pilot: dict[int, PilotState] = dict.fromkeys(ids, PilotState.A)
         self._diode_fault: dict[int, bool] = dict.fromkeys(ids, False)
         self._commanded: dict[int, bool] = dict.fromkeys(ids, False)
-        self._feedback: dict[int, bool] = dict.fromkeys(ids, False)
+        self._feedback_fault: dict[int, bool] = dict.fromkeys(ids, False)
         self._faults: dict[int, set[Device]] = {c: set() for c in ids}
 
     # --- board thread -------------------------------------------------------------------------------------
@@ -79,11 +79,10 @@ class SafetySupervisor:
 
     def _check_feedback(self, event: ContactorFeedback) -> DeviceFault | None:
         c = event.connector
-        was_bad = self._feedback[c] != self._commanded[c]
-        self._feedback[c] = event.closed
         bad = event.closed != self._commanded[c]
-        if bad == was_bad:
+        if bad == self._feedback_fault[c]:
             return None
+        self._feedback_fault[c] = bad
         # A contact that stays closed when commanded open is welded; one that stays open is stuck.
         kind = "welded" if event.closed else "stuck open"
         info = f"contactor {kind}" if bad else "contactor feedback matches command again"

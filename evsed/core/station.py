@@ -7,17 +7,25 @@ stopped, status changed, authorization needed) and feeds it authorization result
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from evsed.core.pilot import CHARGING_STATES, MIN_CURRENT_A, PilotState, duty_for_current
 
 # When the EVSE withdraws PWM during C2, the EV should go to B; after this it is opened under load.
 STOP_UNDER_LOAD_TIMEOUT_S = 6.0
+# The EV gets this long to answer an offered PWM by closing S2 before it counts as SuspendedEV
+# (IEC 61851-1 lets B2 -> C2 take a few seconds); the status stays Preparing meanwhile.
+EV_REACTION_GRACE_S = 3.0
 # After a diode fault the PWM is withdrawn; it is offered again this often to re-check the diode.
 DIODE_RECHECK_S = 5.0
+
+
+class Settings(Protocol):
+    """Read access to the OCPP configuration keys the core obeys (ConnectionTimeOut, ...)."""
+
+    def __getitem__(self, name: str) -> Any: ...
 
 
 class Status(StrEnum):
@@ -132,6 +140,8 @@ class Connector:
     limit_a: float | None = None  # from smart charging / local limits; None = no limit
     pwm_duty: float | None = None
     pwm_amps: float = 0.0
+    pwm_since: float = 0.0
+    ever_charged: bool = False  # the EV has drawn (entered C) in this transaction
     contactor: bool = False
     diode_recheck_at: float | None = None
     diode_probe: bool = False  # PWM offered again despite a diode fault, to re-check the diode
@@ -149,7 +159,7 @@ class Connector:
 
 
 class Station:
-    def __init__(self, connectors: int, max_current_a: float, keys: Mapping[str, Any]) -> None:
+    def __init__(self, connectors: int, max_current_a: float, keys: Settings) -> None:
         self.connectors = {i: Connector(i, max_current_a) for i in range(1, connectors + 1)}
         self._keys = keys
         self._pending_card: tuple[str, str | None, float] | None = None  # card first, several connectors
@@ -275,10 +285,15 @@ class Station:
     def next_deadline(self) -> float | None:
         times = [t for c in self.connectors.values()
                  for t in (c.prepared[2] if c.prepared else None, c.stopping[2] if c.stopping else None,
-                           c.diode_recheck_at) if t is not None]
+                           c.diode_recheck_at, self._grace_end(c)) if t is not None]
         if self._pending_card is not None:
             times.append(self._pending_card[2])
         return min(times) if times else None
+
+    def _grace_end(self, c: Connector) -> float | None:
+        if c.tx is None or c.ever_charged or c.pwm_duty is None or c.status != Status.PREPARING:
+            return None
+        return c.pwm_since + EV_REACTION_GRACE_S
 
     # --- internals ---------------------------------------------------------------------------------------
     def _can_prepare(self, c: Connector) -> bool:
@@ -320,23 +335,24 @@ class Station:
     def _unplugged(self, c: Connector, now: float) -> list[Action]:
         c.finishing = False
         actions: list[Action] = [SetContactor(c.id, False), SetLock(c.id, False)]
-        if c.tx is not None:
-            if c.stopping is not None or bool(self._keys["StopTransactionOnEVSideDisconnect"]):
-                reason = c.stopping[0] if c.stopping is not None else StopReason.EV_DISCONNECTED
-                id_tag = c.stopping[1] if c.stopping is not None else None
-                c.stopping = (reason, id_tag, now)
-                actions += self._finish_stop(c, now)
+        stop_it = c.stopping is not None or bool(self._keys["StopTransactionOnEVSideDisconnect"])
+        if c.tx is not None and stop_it:
+            reason = c.stopping[0] if c.stopping is not None else StopReason.EV_DISCONNECTED
+            id_tag = c.stopping[1] if c.stopping is not None else None
+            c.stopping = (reason, id_tag, now)
+            actions += self._finish_stop(c, now)
         return actions
 
     def _start_tx(self, c: Connector, id_tag: str, parent: str | None, now: float) -> list[Action]:
         c.tx = _Tx(id_tag, parent, c.energy_wh)
         c.prepared = None
         c.finishing = False
-        return [SetLock(c.id, True), TransactionStarted(c.id, id_tag, c.energy_wh, now)]
+        c.ever_charged = False
+        return [SetLock(c.id, True), TransactionStarted(c.id, id_tag, c.energy_wh, now), *self._update(c, now)]
 
     def _request_stop(self, c: Connector, reason: StopReason, id_tag: str | None, now: float) -> list[Action]:
         c.stopping = (reason, id_tag, now + STOP_UNDER_LOAD_TIMEOUT_S)
-        actions = self._set_pwm(c, None)
+        actions = self._set_pwm(c, None, now)
         if not (c.contactor and c.pilot in CHARGING_STATES):
             actions += self._finish_stop(c, now)
         return actions + self._update(c, now)
@@ -349,7 +365,7 @@ class Station:
         c.stopping = None
         c.finishing = c.plugged
         actions: list[Action] = [SetContactor(c.id, False)]
-        actions += self._set_pwm(c, None)
+        actions += self._set_pwm(c, None, now)
         if not c.plugged:
             actions.append(SetLock(c.id, False))
         actions.append(TransactionStopped(c.id, c.energy_wh, now, reason, id_tag))
@@ -359,10 +375,12 @@ class Station:
         blocking = set(c.faults) - ({"diode"} if c.diode_probe else set())
         return c.tx is not None and c.stopping is None and c.plugged and not blocking and c.offered_a > 0
 
-    def _set_pwm(self, c: Connector, amps: float | None) -> list[Action]:
+    def _set_pwm(self, c: Connector, amps: float | None, now: float) -> list[Action]:
         duty = duty_for_current(amps) if amps else None
         if duty == c.pwm_duty:
             return []
+        if c.pwm_duty is None:
+            c.pwm_since = now
         c.pwm_duty = duty
         c.pwm_amps = amps if duty is not None and amps is not None else 0.0
         return [SetPwm(c.id, duty, c.pwm_amps)]
@@ -370,20 +388,22 @@ class Station:
     def _update(self, c: Connector, now: float) -> list[Action]:
         """Bring PWM and contactor in line with the state, then report a status change."""
         actions: list[Action] = []
-        actions += self._set_pwm(c, c.offered_a if self._wants_pwm(c) else None)
+        actions += self._set_pwm(c, c.offered_a if self._wants_pwm(c) else None, now)
         want_closed = (c.tx is not None and c.stopping is None and c.pwm_duty is not None
                        and c.pilot in CHARGING_STATES and not c.faults)
         if want_closed != c.contactor and (want_closed or c.stopping is None or c.pilot
                                             not in CHARGING_STATES):
             actions.append(SetContactor(c.id, want_closed))
             c.contactor = want_closed
-        status, error_code, info = self._status(c)
+        if c.tx is not None and c.pilot in CHARGING_STATES:
+            c.ever_charged = True
+        status, error_code, info = self.status_of(c, now)
         if (status, error_code) != (c.status, c.error_code):
             c.status, c.error_code = status, error_code
             actions.append(StatusChanged(c.id, status, error_code, info))
         return actions
 
-    def _status(self, c: Connector) -> tuple[Status, str, str]:
+    def status_of(self, c: Connector, now: float) -> tuple[Status, str, str]:
         if c.faults:
             code, info = next(iter(c.faults.values()))
             return Status.FAULTED, code, info
@@ -396,6 +416,8 @@ class Station:
                 return Status.SUSPENDED_EVSE, "NoError", "no current offered"
             if c.pilot in CHARGING_STATES:
                 return Status.CHARGING, "NoError", ""
+            if not c.ever_charged and now < c.pwm_since + EV_REACTION_GRACE_S:
+                return Status.PREPARING, "NoError", "waiting for the EV"
             return Status.SUSPENDED_EV, "NoError", ""
         if c.finishing and c.plugged:
             return Status.FINISHING, "NoError", ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -78,10 +79,8 @@ class OcppClient:
         while True:
             now = self._clock()
             timeout = max(0.0, self.session.next_deadline(now) - now)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
             self._wake.clear()
             self.session.tick(self._clock())
             await self._flush()

@@ -266,7 +266,7 @@ def _decode_response(msg: list[Any], mtype: int) -> CallResult | CallError:
         )
 
     def fail(code: ErrorCode, description: str) -> NoReturn:
-        raise RpcError(code, f"{name} {description}", uid, in_reply_to=uid)
+        raise RpcError(code, f"{name} {description}", in_reply_to=uid)
 
     if mtype == MessageType.CALLRESULT:
         if len(msg) != 3:

@@ -251,9 +251,9 @@ class OcppSession:
             self._authorize_offline(id_tag, context)
 
     def transaction_started(self, connector: int, id_tag: str, meter_wh: float, at: float) -> int:
-        payload = {"connectorId": connector, "idTag": id_tag, "meterStart": int(meter_wh),
-                   "timestamp": self.timestamp(at)}
-        local_id = self.store.begin_transaction(connector, id_tag, meter_wh, payload["timestamp"], payload)
+        timestamp = self.timestamp(at)
+        payload = {"connectorId": connector, "idTag": id_tag, "meterStart": int(meter_wh), "timestamp": timestamp}
+        local_id = self.store.begin_transaction(connector, id_tag, meter_wh, timestamp, payload)
         self._active[connector] = local_id
         interval = int(self.keys["MeterValueSampleInterval"])
         if interval > 0:
@@ -508,9 +508,9 @@ class OcppSession:
                 sampled.append(entry)
             if not sampled:
                 continue
-            payload = {"connectorId": connector,
-                       "meterValue": [{"timestamp": self.timestamp(now), "sampledValue": sampled}]}
-            self.store.add_meter_values(local_id, m.energy_wh, payload, payload["meterValue"][0]["timestamp"])
+            timestamp = self.timestamp(now)
+            payload = {"connectorId": connector, "meterValue": [{"timestamp": timestamp, "sampledValue": sampled}]}
+            self.store.add_meter_values(local_id, m.energy_wh, payload, timestamp)
 
     def config_changed(self, name: str, value: Any, now: float) -> None:
         if name == "MeterValueSampleInterval":
