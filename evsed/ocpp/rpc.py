@@ -213,9 +213,7 @@ def decode(text: str | bytes) -> Frame:
 
     mtype = _message_type(msg[0])
     if mtype is None:
-        raise RpcError(
-            ErrorCode.FORMATION_VIOLATION, f"MessageTypeId must be an integer, got {_preview(msg[0])}"
-        )
+        raise RpcError(ErrorCode.FORMATION_VIOLATION, f"MessageTypeId must be an integer, got {_preview(msg[0])}")
     if mtype == MessageType.CALL:
         return _decode_call(msg)
     if mtype in (MessageType.CALLRESULT, MessageType.CALLERROR):
@@ -241,9 +239,7 @@ def _decode_call(msg: list[Any]) -> Call:
         raise RpcError(ErrorCode.FORMATION_VIOLATION, f"CALL must have 4 elements, got {len(msg)}", uid)
     action, payload = msg[2], msg[3]
     if not isinstance(action, str):
-        raise RpcError(
-            ErrorCode.FORMATION_VIOLATION, f"Action must be a string, got {_json_type(action)}", uid
-        )
+        raise RpcError(ErrorCode.FORMATION_VIOLATION, f"Action must be a string, got {_json_type(action)}", uid)
     if payload is None:
         payload = {}
     elif not isinstance(payload, dict):
@@ -261,9 +257,7 @@ def _decode_response(msg: list[Any], mtype: int) -> CallResult | CallError:
         raise RpcError(ErrorCode.PROTOCOL_ERROR, f"{name} has no UniqueId")
     uid = msg[1]
     if not isinstance(uid, str):
-        raise RpcError(
-            ErrorCode.FORMATION_VIOLATION, f"{name} UniqueId must be a string, got {_json_type(uid)}"
-        )
+        raise RpcError(ErrorCode.FORMATION_VIOLATION, f"{name} UniqueId must be a string, got {_json_type(uid)}")
 
     def fail(code: ErrorCode, description: str) -> NoReturn:
         raise RpcError(code, f"{name} {description}", in_reply_to=uid)

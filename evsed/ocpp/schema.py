@@ -427,32 +427,37 @@ class _Compiler:
             self.error(f"unsupported keyword(s) {sorted(unknown)}")
 
         types = self.types(schema.get("type"))
-        string_checks = self.string_checks(schema)
-        number_checks = self.number_checks(schema)
-        object_checks = self.object_checks(schema)
-        array_checks = self.array_checks(schema)
         enum_checks = [_enum_check(schema["enum"])] if "enum" in schema else []
 
         if types is not None and len(types) == 1:
-            # The common case: the type test already proved which keyword family applies, so
-            # the rest run unguarded.
+            # The common case: the type test already proves which keyword family applies, so
+            # only that family is compiled and it runs unguarded.
             (type_name,) = types
-            family = {
-                "string": string_checks,
-                "integer": number_checks,
-                "number": number_checks,
-                "object": object_checks,
-                "array": array_checks,
-            }.get(type_name, [])
+            # Hot paths (every MeterValues field is one of these): one fused closure each.
+            if type_name == "string" and all(isinstance(x, str) for x in schema.get("enum", [""])):
+                return self.string_node(schema)
+            if type_name == "object" and not enum_checks:
+                fused = self.object_checks(schema, typed=True)
+                if fused:
+                    return fused[0]
+            family: list[_Check] = []
+            if type_name == "string":
+                family = self.string_checks(schema)
+            elif type_name in ("integer", "number"):
+                family = self.number_checks(schema)
+            elif type_name == "object":
+                family = self.object_checks(schema)
+            elif type_name == "array":
+                family = self.array_checks(schema)
             return _sequence([self.type_check(types), *family, *enum_checks])
 
         checks: list[_Check] = []
         if types is not None:
             checks.append(self.type_check(types))
-        checks += _guarded(_is_string, string_checks)
-        checks += _guarded(_is_number, number_checks)
-        checks += _guarded(_is_object, object_checks)
-        checks += _guarded(_is_array, array_checks)
+        checks += _guarded(_is_string, self.string_checks(schema))
+        checks += _guarded(_is_number, self.number_checks(schema))
+        checks += _guarded(_is_object, self.object_checks(schema))
+        checks += _guarded(_is_array, self.array_checks(schema))
         checks += enum_checks
         return _sequence(checks)
 
@@ -509,9 +514,7 @@ class _Compiler:
                 if limit is not None and n > limit:
                     raise _Fail(_PROPERTY, "maxLength", f"string of {n} characters exceeds maxLength {limit}")
                 if n < min_length:
-                    raise _Fail(
-                        _PROPERTY, "minLength", f"string of {n} characters is below minLength {min_length}"
-                    )
+                    raise _Fail(_PROPERTY, "minLength", f"string of {n} characters is below minLength {min_length}")
 
             checks.append(check_length)
         fmt = schema.get("format")
@@ -557,7 +560,28 @@ class _Compiler:
             checks.append(check_multiple)
         return checks
 
-    def object_checks(self, schema: dict[str, Any]) -> list[_Check]:
+    def string_node(self, schema: dict[str, Any]) -> _Check:
+        lengths = self.string_checks({k: schema[k] for k in ("maxLength", "minLength") if k in schema})
+        formats = self.string_checks({"format": schema["format"]}) if "format" in schema else []
+        check_length = lengths[0] if lengths else None
+        check_format = formats[0] if formats else None
+        allowed = frozenset(schema["enum"]) if "enum" in schema else None
+        # Only called once membership has failed, to raise with the standard message.
+        enum_fail = _enum_check(schema["enum"]) if "enum" in schema else _noop
+
+        def check_string(value: Any) -> None:
+            if not isinstance(value, str):
+                raise _Fail(_TYPE, "type", f"expected string, got {_describe(value)}")
+            if check_length is not None:
+                check_length(value)
+            if allowed is not None and value not in allowed:
+                enum_fail(value)
+            if check_format is not None:
+                check_format(value)
+
+        return check_string
+
+    def object_checks(self, schema: dict[str, Any], *, typed: bool = False) -> list[_Check]:
         properties = schema.get("properties", {})
         required = schema.get("required", [])
         additional = schema.get("additionalProperties", True)
@@ -572,6 +596,8 @@ class _Compiler:
         get = props.get
 
         def check_object(value: dict[str, Any]) -> None:
+            if typed and not isinstance(value, dict):
+                raise _Fail(_TYPE, "type", f"expected object, got {_describe(value)}")
             for name in required_names:
                 if name not in value:
                     raise _Fail(_OCCURENCE, "required", "required property is missing", name)
@@ -579,9 +605,7 @@ class _Compiler:
                 check = get(key)
                 if check is None:
                     if forbid_extra:
-                        raise _Fail(
-                            _OCCURENCE, "additionalProperties", "additional property is not allowed", key
-                        )
+                        raise _Fail(_OCCURENCE, "additionalProperties", "additional property is not allowed", key)
                     if extra_check is None:
                         continue
                     check = extra_check
@@ -602,13 +626,9 @@ class _Compiler:
             def check_count(value: list[Any]) -> None:
                 n = len(value)
                 if n < min_items:
-                    raise _Fail(
-                        _OCCURENCE, "minItems", f"array has {n} item(s), fewer than minItems {min_items}"
-                    )
+                    raise _Fail(_OCCURENCE, "minItems", f"array has {n} item(s), fewer than minItems {min_items}")
                 if max_items is not None and n > max_items:
-                    raise _Fail(
-                        _OCCURENCE, "maxItems", f"array has {n} item(s), more than maxItems {max_items}"
-                    )
+                    raise _Fail(_OCCURENCE, "maxItems", f"array has {n} item(s), more than maxItems {max_items}")
 
             checks.append(check_count)
         items = schema.get("items")
@@ -762,6 +782,4 @@ class Validator:
         except _Fail as failure:
             path = _format_path(failure.path)
             description = f"{path}: {failure.message}" if path else failure.message
-            raise RpcError(
-                failure.code, description, details={"path": path, "keyword": failure.keyword}
-            ) from None
+            raise RpcError(failure.code, description, details={"path": path, "keyword": failure.keyword}) from None
