@@ -67,7 +67,7 @@ def duty_for_current(amps: float) -> float | None:
     else:
         duty = amps / 2.5 + 64.0
     # Floor to the step (with a small epsilon so exact values such as 10.0 survive float error).
-    return math.floor(duty / _DUTY_STEP + 1e-9) * _DUTY_STEP
+    return round(math.floor(duty / _DUTY_STEP + 1e-9) * _DUTY_STEP, 1)
 
 
 def current_for_duty(duty: float) -> float:

@@ -155,8 +155,8 @@ class OcppSession:
             frame = rpc.decode(text)
         except rpc.RpcError as err:
             log.warning("ocpp: malformed frame from CSMS: %s", err)
-            if err.unique_id is not None:
-                self._send(err.to_call_error(err.unique_id))
+            # OCPP-J 2.0.1 part 4 section 4.2.3 (1.6 is silent): "-1" when the MessageId cannot be read.
+            self._send(err.to_call_error(err.unique_id if err.unique_id is not None else "-1"))
             return
         if isinstance(frame, rpc.Call):
             self._handle_call(frame, now)
