@@ -37,6 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+CONNECTOR_FIELDS = ("id", "status", "pilot_state", "offered_current_a", "power_w", "energy_wh", "transaction_id",
+                    "id_tag")
+
+
+def contract_status(s: dict[str, Any]) -> dict[str, Any]:
+    """Exactly the fields of the `status --json` contract; the socket answer carries more for humans."""
+    return {
+        "charge_point_id": s["charge_point_id"],
+        "ocpp": {"connected": s["ocpp"]["connected"], "registration": s["ocpp"]["registration"]},
+        "connectors": [{k: c[k] for k in CONNECTOR_FIELDS} for c in s["connectors"]],
+    }
+
+
 def _print_status(s: dict[str, Any]) -> None:
     o = s["ocpp"]
     link = "connected" if o["connected"] else "not connected"
@@ -64,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             result = request(args.socket, {"cmd": "status"})
             if args.json:
-                print(json.dumps(result))
+                print(json.dumps(contract_status(result)))
             else:
                 _print_status(result)
             return 0

@@ -155,6 +155,14 @@ class OcppSession:
             frame = rpc.decode(text)
         except rpc.RpcError as err:
             log.warning("ocpp: malformed frame from CSMS: %s", err)
+            if err.in_reply_to is not None:
+                # A broken answer to one of our CALLs: never answer an answer; fail that CALL now.
+                p = self._pending
+                if p is not None and p.unique_id == err.in_reply_to:
+                    self._pending = None
+                    self._on_failure(p, now, rejected=True)
+                    self._pump(now)
+                return
             # OCPP-J 2.0.1 part 4 section 4.2.3 (1.6 is silent): "-1" when the MessageId cannot be read.
             self._send(err.to_call_error(err.unique_id if err.unique_id is not None else "-1"))
             return
