@@ -134,8 +134,7 @@ class Daemon:
         log.info("stopping: suspending charging and opening contactors")
         self.notifier.notify("STOPPING=1")
         self.supervisor.safe_state()
-        for cid, reading in self.meters.items():
-            self.store.save_meter_register(cid, reading.energy_wh)
+        self._persist_meters(time.monotonic())
         try:
             await asyncio.wait_for(self.client.close(), GRACEFUL_STOP_S - 2)
         except TimeoutError:
@@ -181,9 +180,7 @@ class Daemon:
             self.meters[event.connector] = event
             self.station.meter(event.connector, event.energy_wh, event.power_w)
             if now - self._meter_saved_at >= METER_PERSIST_INTERVAL_S:
-                self._meter_saved_at = now
-                for cid, reading in self.meters.items():
-                    self.store.save_meter_register(cid, reading.energy_wh)
+                self._persist_meters(now)
         elif isinstance(event, DeviceFault):
             level = logging.WARNING if event.active else logging.INFO
             log.log(level, "connector %d: %s %s: %s", event.connector, event.device,
@@ -193,6 +190,15 @@ class Daemon:
         elif isinstance(event, TagRead):
             log.info("reader: card %s", event.id_tag)
             self._apply(self.station.tag(event.id_tag, now))
+
+    def _persist_meters(self, now: float) -> None:
+        """Meter registers and the running transactions' last reading, for a restart after a power cut."""
+        self._meter_saved_at = now
+        for cid, reading in self.meters.items():
+            self.store.save_meter_register(cid, reading.energy_wh)
+            local_id = self.session.active_transaction(cid)
+            if local_id is not None:
+                self.store.touch_transaction(local_id, reading.energy_wh, self.session.timestamp(now))
 
     def _adopt_orphan(self, event: PilotChanged, now: float) -> None:
         """A transaction left open by the previous run: resume it if the EV is still there, else close it."""
@@ -207,7 +213,9 @@ class Daemon:
         reason = st.StopReason.REBOOT if self._last_exit_clean else st.StopReason.POWER_LOSS
         log.info("connector %d: EV gone after restart, closing transaction %d (%s, meterStop %.0f Wh)",
                  row.connector, row.local_id, reason, row.last_meter_wh)
-        self.session.close_transaction(row.local_id, row.last_meter_wh, self.session.timestamp(now), reason, None)
+        # Stamped with the last moment the previous run is known to have been alive.
+        stamp = row.last_meter_at or row.started_at
+        self.session.close_transaction(row.local_id, row.last_meter_wh, stamp, reason, None)
         self.client.kick()
 
     # --- station actions ----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ class TransactionRow:
     csms_tx_id: int | None
     last_meter_wh: float
     stopped_at: str | None
+    last_meter_at: str | None = None
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -101,8 +102,17 @@ class Store:
 
     def add_meter_values(self, local_id: int, energy_wh: float, payload: dict[str, Any], at: str) -> None:
         with self._tx():
-            self._db.execute("UPDATE transactions SET last_meter_wh = ? WHERE local_id = ?", (energy_wh, local_id))
+            self._record_meter(local_id, energy_wh, at)
             self._enqueue(local_id, "MeterValues", payload, at)
+
+    def touch_transaction(self, local_id: int, energy_wh: float, at: str) -> None:
+        """Last known register and time of a running transaction (clean shutdown, periodic persistence)."""
+        with self._tx():
+            self._record_meter(local_id, energy_wh, at)
+
+    def _record_meter(self, local_id: int, energy_wh: float, at: str) -> None:
+        self._db.execute("UPDATE transactions SET last_meter_wh = ?, last_meter_at = ? WHERE local_id = ?",
+                         (energy_wh, at, local_id))
 
     def end_transaction(self, local_id: int, meter_stop_wh: float, stopped_at: str, reason: str,
                         stop_id_tag: str | None, payload: dict[str, Any]) -> None:
@@ -129,7 +139,7 @@ class Store:
     @staticmethod
     def _row(r: sqlite3.Row) -> TransactionRow:
         return TransactionRow(r["local_id"], r["connector"], r["id_tag"], r["meter_start_wh"], r["started_at"],
-                              r["csms_tx_id"], r["last_meter_wh"], r["stopped_at"])
+                              r["csms_tx_id"], r["last_meter_wh"], r["stopped_at"], r["last_meter_at"])
 
     # --- the outgoing transaction-message queue -----------------------------------------------------------
     def _enqueue(self, local_id: int, action: str, payload: dict[str, Any], at: str) -> None:
