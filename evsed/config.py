@@ -17,10 +17,15 @@ from urllib.parse import urlsplit
 
 class ConfigError(Exception):
     def __init__(self, path: str | Path, key: str, problem: str) -> None:
-        super().__init__(f"{path}: {key}: {problem}")
+        super().__init__(f"{_printable(str(path))}: {_printable(key)}: {_printable(problem)}")
         self.path = str(path)
         self.key = key
         self.problem = problem
+
+
+def _printable(text: str) -> str:
+    """Escape control characters so the message stays on one line whatever the file contains."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)

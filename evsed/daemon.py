@@ -278,8 +278,10 @@ class Daemon:
         return Measurement(c.energy_wh, c.power_w, current, c.pwm_amps, m.voltage_v if m else 0.0)
 
     def statuses(self) -> dict[int, tuple[str, str, str]]:
-        return {cid: (str(c.status or st.Status.AVAILABLE), c.error_code, "")
-                for cid, c in self.station.connectors.items()}
+        out = {0: (str(self.station.cp_status[0]), self.station.cp_status[1], "")}
+        out.update({cid: (str(c.status or st.Status.AVAILABLE), c.error_code, "")
+                    for cid, c in self.station.connectors.items()})
+        return out
 
     # --- control socket -----------------------------------------------------------------------------------
     def summary(self) -> str:

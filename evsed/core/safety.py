@@ -21,11 +21,13 @@ from evsed.board.interface import (
     PilotChanged,
 )
 from evsed.core.pilot import CHARGING_STATES, PilotState
+from evsed.core.station import BLOCKING_SOURCES
 
 log = logging.getLogger(__name__)
 
 # Device failures that forbid energy flow on their connector until they clear.
 BLOCKING_DEVICES = frozenset({Device.PILOT, Device.CONTACTOR, Device.METER, Device.LOCK})
+assert {str(d) for d in BLOCKING_DEVICES} == BLOCKING_SOURCES  # the station's view must agree
 
 
 class SafetySupervisor:
@@ -49,13 +51,17 @@ class SafetySupervisor:
                 self._pilot[event.connector] = event.state
                 self._diode_fault[event.connector] = event.diode_fault
                 self._enforce(event.connector)
-            elif isinstance(event, DeviceFault) and event.connector in self._faults:
-                if event.device in BLOCKING_DEVICES:
+            elif isinstance(event, DeviceFault) and event.device in BLOCKING_DEVICES:
+                # Connector 0 means a device every connector depends on.
+                targets = list(self._faults) if event.connector == 0 else [event.connector]
+                for c in targets:
+                    if c not in self._faults:
+                        continue
                     if event.active:
-                        self._faults[event.connector].add(event.device)
+                        self._faults[c].add(event.device)
                     else:
-                        self._faults[event.connector].discard(event.device)
-                    self._enforce(event.connector)
+                        self._faults[c].discard(event.device)
+                    self._enforce(c)
             elif isinstance(event, ContactorFeedback):
                 extra = self._check_feedback(event)
         self._forward(event)

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from evsed.core.pilot import CHARGING_STATES, MIN_CURRENT_A, PilotState, duty_for_current
 
+# Device failures (board.interface.Device values) that forbid energy flow; see core.safety.
+BLOCKING_SOURCES = frozenset({"pilot", "contactor", "meter", "lock"})
 # When the EVSE withdraws PWM during C2, the EV should go to B; after this it is opened under load.
 STOP_UNDER_LOAD_TIMEOUT_S = 6.0
 # The EV gets this long to answer an offered PWM by closing S2 before it counts as SuspendedEV
@@ -141,6 +143,8 @@ class Connector:
     pwm_duty: float | None = None
     pwm_amps: float = 0.0
     pwm_since: float = 0.0
+    pwm_off_at: float | None = None  # PWM withdrawn while the contactor was closed: the EV has 6 s to leave C
+    locked: bool = False
     ever_charged: bool = False  # the EV has drawn (entered C) in this transaction
     contactor: bool = False
     diode_recheck_at: float | None = None
@@ -164,6 +168,8 @@ class Station:
         self._keys = keys
         self._pending_card: tuple[str, str | None, float] | None = None  # card first, several connectors
         self._awaiting_auth: set[str] = set()
+        self.cp_faults: dict[str, tuple[str, str]] = {}  # faults of the charge point itself (connector 0)
+        self.cp_status: tuple[Status, str] = (Status.AVAILABLE, "NoError")
 
     # --- inputs ------------------------------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
@@ -203,15 +209,31 @@ class Station:
 
     def device_fault(self, connector: int, source: str, error_code: str, active: bool, info: str,
                      now: float) -> list[Action]:
-        targets = list(self.connectors.values()) if connector == 0 else [self.connectors[connector]]
-        actions: list[Action] = []
-        for c in targets:
+        if connector == 0 and source in BLOCKING_SOURCES:
+            # A blocking device shared by every connector (a meter bus, a ground-fault monitor).
+            actions: list[Action] = []
+            for cid in self.connectors:
+                actions += self.device_fault(cid, source, error_code, active, info, now)
+            return actions
+        if connector == 0:
+            # A charge-point-wide device that does not carry energy (the RFID reader) failing does not stop
+            # the connectors; it is reported on connector 0.
             if active:
-                c.faults[source] = (error_code, info)
+                self.cp_faults[source] = (error_code, info)
             else:
-                c.faults.pop(source, None)
-            actions += self._update(c, now)
-        return actions
+                self.cp_faults.pop(source, None)
+            code, text = next(iter(self.cp_faults.values()), ("NoError", ""))
+            status = (Status.FAULTED if self.cp_faults else Status.AVAILABLE, code)
+            if status == self.cp_status:
+                return []
+            self.cp_status = status
+            return [StatusChanged(0, status[0], code, text)]
+        c = self.connectors[connector]
+        if active:
+            c.faults[source] = (error_code, info)
+        else:
+            c.faults.pop(source, None)
+        return self._update(c, now)
 
     def contactor_state(self, connector: int, closed: bool) -> None:
         """What the supervisor actually did (it may refuse a close or open on its own)."""
@@ -239,7 +261,7 @@ class Station:
         target = self._connector_for_card()
         if target is None:
             return [AuthorizationRejected(id_tag, "NoConnectorAvailable")]
-        return self._prepare(target, id_tag, parent_id_tag, now)
+        return self._prepare(target, id_tag, parent_id_tag, now, bind=False)
 
     def remote_start(self, connector: int | None, id_tag: str, now: float) -> tuple[bool, list[Action]]:
         if connector is None:
@@ -250,7 +272,7 @@ class Station:
                 target = None
         if target is None:
             return False, []
-        return True, self._prepare(target, id_tag, None, now)
+        return True, self._prepare(target, id_tag, None, now, bind=connector is not None)
 
     def stop(self, connector: int, reason: StopReason, now: float) -> list[Action]:
         c = self.connectors[connector]
@@ -285,7 +307,9 @@ class Station:
     def next_deadline(self) -> float | None:
         times = [t for c in self.connectors.values()
                  for t in (c.prepared[2] if c.prepared else None, c.stopping[2] if c.stopping else None,
-                           c.diode_recheck_at, self._grace_end(c)) if t is not None]
+                           c.diode_recheck_at, self._grace_end(c),
+                           c.pwm_off_at + STOP_UNDER_LOAD_TIMEOUT_S if c.pwm_off_at is not None and c.contactor
+                           else None) if t is not None]
         if self._pending_card is not None:
             times.append(self._pending_card[2])
         return min(times) if times else None
@@ -306,12 +330,12 @@ class Station:
             return plugged[0]
         return free[0] if free else None
 
-    def _prepare(self, c: Connector, id_tag: str, parent: str | None, now: float) -> list[Action]:
+    def _prepare(self, c: Connector, id_tag: str, parent: str | None, now: float, bind: bool) -> list[Action]:
         if c.plugged:
             return self._start_tx(c, id_tag, parent, now)
         deadline = now + float(self._keys["ConnectionTimeOut"])
         free = [x for x in self.connectors.values() if self._can_prepare(x)]
-        if len(free) > 1 and len(self.connectors) > 1:
+        if not bind and len(free) > 1:
             # With several free connectors the card is not bound until the EV plugs in somewhere.
             self._pending_card = (id_tag, parent, deadline)
             return []
@@ -332,9 +356,21 @@ class Station:
             return self._start_tx(c, id_tag, parent, now)
         return []
 
+    def _open(self, c: Connector) -> list[Action]:
+        if not c.contactor:
+            return []
+        c.contactor = False
+        return [SetContactor(c.id, False)]
+
+    def _lock(self, c: Connector, locked: bool) -> list[Action]:
+        if c.locked == locked:
+            return []
+        c.locked = locked
+        return [SetLock(c.id, locked)]
+
     def _unplugged(self, c: Connector, now: float) -> list[Action]:
         c.finishing = False
-        actions: list[Action] = [SetContactor(c.id, False), SetLock(c.id, False)]
+        actions: list[Action] = [*self._open(c), *self._lock(c, False)]
         stop_it = c.stopping is not None or bool(self._keys["StopTransactionOnEVSideDisconnect"])
         if c.tx is not None and stop_it:
             reason = c.stopping[0] if c.stopping is not None else StopReason.EV_DISCONNECTED
@@ -348,7 +384,7 @@ class Station:
         c.prepared = None
         c.finishing = False
         c.ever_charged = False
-        return [SetLock(c.id, True), TransactionStarted(c.id, id_tag, c.energy_wh, now), *self._update(c, now)]
+        return [*self._lock(c, True), TransactionStarted(c.id, id_tag, c.energy_wh, now), *self._update(c, now)]
 
     def _request_stop(self, c: Connector, reason: StopReason, id_tag: str | None, now: float) -> list[Action]:
         c.stopping = (reason, id_tag, now + STOP_UNDER_LOAD_TIMEOUT_S)
@@ -364,10 +400,9 @@ class Station:
         c.tx = None
         c.stopping = None
         c.finishing = c.plugged
-        actions: list[Action] = [SetContactor(c.id, False)]
-        actions += self._set_pwm(c, None, now)
+        actions: list[Action] = [*self._open(c), *self._set_pwm(c, None, now)]
         if not c.plugged:
-            actions.append(SetLock(c.id, False))
+            actions += self._lock(c, False)
         actions.append(TransactionStopped(c.id, c.energy_wh, now, reason, id_tag))
         return actions
 
@@ -381,6 +416,9 @@ class Station:
             return []
         if c.pwm_duty is None:
             c.pwm_since = now
+            c.pwm_off_at = None
+        elif duty is None and c.contactor:
+            c.pwm_off_at = now
         c.pwm_duty = duty
         c.pwm_amps = amps if duty is not None and amps is not None else 0.0
         return [SetPwm(c.id, duty, c.pwm_amps)]
@@ -389,12 +427,17 @@ class Station:
         """Bring PWM and contactor in line with the state, then report a status change."""
         actions: list[Action] = []
         actions += self._set_pwm(c, c.offered_a if self._wants_pwm(c) else None, now)
-        want_closed = (c.tx is not None and c.stopping is None and c.pwm_duty is not None
-                       and c.pilot in CHARGING_STATES and not c.faults)
-        if want_closed != c.contactor and (want_closed or c.stopping is None or c.pilot
-                                            not in CHARGING_STATES):
-            actions.append(SetContactor(c.id, want_closed))
-            c.contactor = want_closed
+        in_c = c.pilot in CHARGING_STATES
+        want_closed = c.tx is not None and c.stopping is None and c.pwm_duty is not None and in_c and not c.faults
+        # PWM withdrawn under load (C2 -> C1): give the EV time to stop drawing and go to B before opening,
+        # unless a fault demands it now (IEC 61851-1: never switch under load except to end a fault).
+        grace = (c.contactor and in_c and not c.faults and c.pwm_off_at is not None
+                 and now < c.pwm_off_at + STOP_UNDER_LOAD_TIMEOUT_S)
+        if want_closed and not c.contactor:
+            c.contactor = True
+            actions.append(SetContactor(c.id, True))
+        elif not want_closed and c.contactor and not grace:
+            actions += self._open(c)
         if c.tx is not None and c.pilot in CHARGING_STATES:
             c.ever_charged = True
         status, error_code, info = self.status_of(c, now)

@@ -6,6 +6,7 @@ overrides the config file's ``[ocpp.config]`` value; the file only seeds keys th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,10 +54,10 @@ class KeyDef:
             if isinstance(value, bool):
                 raise ConfigKeyError("expected an integer, got a boolean")
             if isinstance(value, str):
-                try:
-                    value = int(value.strip())
-                except ValueError:
-                    raise ConfigKeyError(f"expected an integer, got {value!r}") from None
+                # Plain ASCII digits only: int() would also take "1_000" or non-ASCII digits.
+                if not re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+                    raise ConfigKeyError(f"expected an integer, got {value!r}")
+                value = int(value.strip())
             if not isinstance(value, int):
                 raise ConfigKeyError(f"expected an integer, got {type(value).__name__}")
             if self.minimum is not None and value < self.minimum:

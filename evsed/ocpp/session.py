@@ -409,7 +409,6 @@ class OcppSession:
         return payload
 
     def _queue_all_statuses(self, now: float) -> None:
-        self._status_unsent[0] = ("Available", "NoError", "", now)
         for connector, (status, error_code, info) in self.controller.statuses().items():
             self._status_unsent[connector] = (status, error_code, info, now)
 
