@@ -61,7 +61,8 @@ class FakeController:
         return self.m
 
     def statuses(self) -> dict[int, tuple[str, str, str]]:
-        return dict(self.status_table)
+        # Like the daemon: connector 0 (the charge point itself) first, then every connector.
+        return {0: ("Available", "NoError", ""), **self.status_table}
 
 
 class Harness:
