@@ -131,12 +131,28 @@ class Daemon:
         return 0
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
-        log.info("stopping: suspending charging and opening contactors")
+        """Within GRACEFUL_STOP_S: end transactions (reason Reboot), open contactors, deliver, close."""
+        deadline = time.monotonic() + GRACEFUL_STOP_S - 0.5
         self.notifier.notify("STOPPING=1")
+        running = [cid for cid in self.station.connectors if self.session.active_transaction(cid) is not None]
+        log.info("stopping: ending %d transaction(s) and opening contactors", len(running))
+        for cid in running:
+            self._apply(self.station.stop(cid, st.StopReason.REBOOT, time.monotonic()))
+        # Give EVs a moment to stop drawing (C -> B) so the contactors open without load.
+        while any(c.stopping is not None for c in self.station.connectors.values()) and \
+                time.monotonic() < deadline - 3.5:
+            await asyncio.sleep(0.02)
+        self._apply(self.station.finish_stops(time.monotonic()))
         self.supervisor.safe_state()
         self._persist_meters(time.monotonic())
+        # Deliver what is queued while the CSMS is there; what is left stays persisted for the next start.
+        while self.session.connected and self.store.queue_length() and time.monotonic() < deadline - 1.0:
+            await asyncio.sleep(0.02)
+        if self.store.queue_length():
+            log.info("stopping: %d transaction message(s) stay queued for the next start",
+                     self.store.queue_length())
         try:
-            await asyncio.wait_for(self.client.close(), GRACEFUL_STOP_S - 2)
+            await asyncio.wait_for(self.client.close(), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             log.warning("stopping: the CSMS did not complete the close handshake")
         for task in tasks:

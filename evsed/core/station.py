@@ -280,6 +280,15 @@ class Station:
             return []
         return self._request_stop(c, reason, None, now)
 
+    def finish_stops(self, now: float) -> list[Action]:
+        """Shutdown: end every pending stop now, even if the EV still draws (the process is going away)."""
+        actions: list[Action] = []
+        for c in self.connectors.values():
+            if c.stopping is not None:
+                actions += self._finish_stop(c, now)
+            actions += self._update(c, now)
+        return actions
+
     def resume_transaction(self, connector: int, id_tag: str, meter_start_wh: float) -> None:
         """A transaction persisted before a restart that is still running (the EV never left)."""
         self.connectors[connector].tx = _Tx(id_tag, None, meter_start_wh)

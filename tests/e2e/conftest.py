@@ -23,9 +23,7 @@ E2E_DIR = Path(__file__).resolve().parent
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if node_executable() is not None:
         return
-    skip = pytest.mark.skip(
-        reason="e2e suite needs Node.js (`node` not found on PATH) for the strict OCPP CSMS"
-    )
+    skip = pytest.mark.skip(reason="e2e suite needs Node.js (`node` not found on PATH) for the strict OCPP CSMS")
     for item in items:
         if E2E_DIR in Path(str(item.fspath)).resolve().parents:
             item.add_marker(skip)
@@ -58,8 +56,7 @@ def short_tmp() -> Iterator[Path]:
 async def strict_csms(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[StrictCSMS]:
     if not node_modules_ready():
         pytest.fail(
-            "the strict CSMS's npm packages are not installed (tests/e2e/csms/node_modules): "
-            f"run `{INSTALL_HINT}`",
+            f"the strict CSMS's npm packages are not installed (tests/e2e/csms/node_modules): run `{INSTALL_HINT}`",
             pytrace=False,
         )
     csms = StrictCSMS(log_path=tmp_path / "csms-events.jsonl")

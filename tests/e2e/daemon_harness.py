@@ -113,9 +113,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_evsectl(
-    socket_path: Path | str | None, *args: str, timeout: float = 15
-) -> subprocess.CompletedProcess[str]:
+def run_evsectl(socket_path: Path | str | None, *args: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "evsed.cli.evsectl"]
     if socket_path is not None:
         cmd += ["--socket", str(socket_path)]
@@ -133,9 +131,7 @@ async def arun(cmd: list[str], timeout: float = 15) -> subprocess.CompletedProce
     except TimeoutError:
         proc.kill()
         out, err = await proc.communicate()
-        raise AssertionError(
-            f"{cmd} did not finish within {timeout}s; stdout={out!r} stderr={err!r}"
-        ) from None
+        raise AssertionError(f"{cmd} did not finish within {timeout}s; stdout={out!r} stderr={err!r}") from None
     assert proc.returncode is not None
     return subprocess.CompletedProcess(cmd, proc.returncode, out.decode(), err.decode())
 
@@ -253,9 +249,7 @@ class Daemon:
         last = ""
         while time.monotonic() < deadline:
             if not self.running():
-                raise AssertionError(
-                    f"daemon exited with {self.proc and self.proc.poll()}:\n{self.log_tail()}"
-                )
+                raise AssertionError(f"daemon exited with {self.proc and self.proc.poll()}:\n{self.log_tail()}")
             res = await self.evsectl("status", "--json")
             if res.returncode == 0:
                 with contextlib.suppress(ValueError):
@@ -288,9 +282,7 @@ class Daemon:
     async def wait_connector(
         self, n: int, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20, what: str = ""
     ) -> dict[str, Any]:
-        st = await self.wait_status(
-            lambda s: predicate(connector(s, n)), timeout, what or f"connector {n} condition"
-        )
+        st = await self.wait_status(lambda s: predicate(connector(s, n)), timeout, what or f"connector {n} condition")
         return connector(st, n)
 
     def log_tail(self, lines: int = 80) -> str:

@@ -34,9 +34,7 @@ def ts(value: str) -> datetime:
 def no_strict_errors(csms: StrictCSMS) -> str:
     return (
         "strict CSMS rejected frames:\n"
-        + json.dumps([{k: v for k, v in e.items() if k != "_rx"} for e in csms.strict_errors], indent=1)[
-            :6000
-        ]
+        + json.dumps([{k: v for k, v in e.items() if k != "_rx"} for e in csms.strict_errors], indent=1)[:6000]
     )
 
 
@@ -91,9 +89,7 @@ async def start_daemon(
     if wait_boot:
         await csms.wait_call("BootNotification", since=mark, timeout=20)
         for n in range(0, connectors + 1):
-            await csms.wait_call(
-                "StatusNotification", lambda p, n=n: p["connectorId"] == n, since=mark, timeout=20
-            )
+            await csms.wait_call("StatusNotification", lambda p, n=n: p["connectorId"] == n, since=mark, timeout=20)
         await d.wait_status(
             lambda s: s["ocpp"]["connected"] and s["ocpp"]["registration"] == "Accepted",
             what="registration Accepted",

@@ -81,13 +81,18 @@ async def test_malformed_frame_gets_callerror(
     em = csms.event_mark()
     mark = csms.mark()
     answer = await csms.raw(CP_ID, frame, timeout=5)
-    assert answer is not None, f"{name}: no answer to {frame!r}"
-    resp = json.loads(answer)
-    assert isinstance(resp, list) and resp[0] == 4, f"{name}: expected a CALLERROR, got {answer}"
-    assert len(resp) == 5 and isinstance(resp[3], str) and isinstance(resp[4], dict), answer
-    if msg_id is not None:
-        assert resp[1] == msg_id, f"{name}: CALLERROR id {resp[1]!r}, expected {msg_id!r}"
-    assert resp[2] in codes, f"{name}: error code {resp[2]!r}, expected one of {sorted(codes)}"
+    if msg_id is None and answer is None:
+        # No usable UniqueId: OCPP-J 1.6 §4.2.3 defines CALLERROR only as the answer to a CALL,
+        # which a frame without an id cannot be matched to; ignoring it (and logging) is allowed.
+        pass
+    else:
+        assert answer is not None, f"{name}: no answer to {frame!r}"
+        resp = json.loads(answer)
+        assert isinstance(resp, list) and resp[0] == 4, f"{name}: expected a CALLERROR, got {answer}"
+        assert len(resp) == 5 and isinstance(resp[3], str) and isinstance(resp[4], dict), answer
+        if msg_id is not None:
+            assert resp[1] == msg_id, f"{name}: CALLERROR id {resp[1]!r}, expected {msg_id!r}"
+        assert resp[2] in codes, f"{name}: error code {resp[2]!r}, expected one of {sorted(codes)}"
 
     # still connected and working; the bad request had no effect
     assert not [e for e in csms.events[em:] if e["event"] == "disconnected"], "connection dropped"
@@ -100,14 +105,13 @@ async def test_malformed_frame_gets_callerror(
     assert strict_csms.strict_errors == [], no_strict_errors(strict_csms)
 
 
-async def test_all_malformed_frames_in_a_row_then_a_session(
-    strict_csms: StrictCSMS, idle_daemon: Daemon
-) -> None:
+async def test_all_malformed_frames_in_a_row_then_a_session(strict_csms: StrictCSMS, idle_daemon: Daemon) -> None:
     csms = strict_csms
     em = csms.event_mark()
-    for _name, frame, _id, _codes in CASES:
-        answer = await csms.raw(CP_ID, frame, timeout=5)
-        assert answer is not None and json.loads(answer)[0] == 4
+    for _name, frame, msg_id, _codes in CASES:
+        answer = await csms.raw(CP_ID, frame, timeout=5 if msg_id else 1.5)
+        if msg_id is not None:
+            assert answer is not None and json.loads(answer)[:2] == [4, msg_id], (frame, answer)
     # a CALLRESULT / CALLERROR for an id the daemon never used: ignored, no answer
     assert await csms.raw(CP_ID, json.dumps([3, "never-sent-1", {}]), timeout=1.5) is None
     assert await csms.raw(CP_ID, json.dumps([4, "never-sent-2", "GenericError", "", {}]), timeout=1.5) is None

@@ -162,11 +162,16 @@ async def test_kill9_during_session_then_restart(
     d = await start_daemon(csms, make_config, daemon_factory, connectors=1, ocpp_config=FAST)
     tx, sp = await start_local_session(d, csms, 1, "TAGKILL9")
     mv = await csms.wait_call("MeterValues", for_tx(tx))
-    await csms.wait_call("MeterValues", for_tx(tx), since=csms.calls.index(mv) + 1)
+    mv = await csms.wait_call("MeterValues", for_tx(tx), since=csms.calls.index(mv) + 1)
+    await answer_of(csms, mv)
+    # Kill between two samples, not inside the few ms between the CSMS's answer and the daemon
+    # recording it (a crash there makes any at-least-once sender repeat that one message).
+    await asyncio.sleep(0.4)
     em = csms.event_mark()
     await d.kill9()
     t_kill = _now()
     await csms.wait_event("disconnected", lambda e: e["identity"] == CP_ID, since=em)
+    await asyncio.sleep(4)  # the charger stays without power for a while
 
     mark = csms.mark()
     d.start()
@@ -185,8 +190,10 @@ async def test_kill9_during_session_then_restart(
     assert p["reason"] == expected_reason, p
     assert p["meterStop"] >= sp["meterStart"]
     if expected_reason == "PowerLoss":
-        # the transaction ended when power was lost, not when the charger came back
-        assert ts(p["timestamp"]) <= t_kill + SLACK, p
+        # the transaction ended when power was lost, not when the charger came back 4 s later
+        assert ts(p["timestamp"]) <= t_kill + timedelta(seconds=1.5), (
+            f"PowerLoss StopTransaction stamped {p['timestamp']}, power was lost at {t_kill.isoformat()}"
+        )
         assert csms.calls.index(stop) > csms.calls.index(boot)
     await d.wait_connector(1, lambda c: c["transaction_id"] is None)
     await asyncio.sleep(3)  # anything duplicated would have been resent by now
@@ -222,25 +229,28 @@ async def test_sigterm_during_session(
     assert rc == 0, f"exit code {rc} after SIGTERM (elapsed {elapsed:.1f}s)"
     disc = await csms.wait_event("disconnected", lambda e: e["identity"] == CP_ID, since=em, timeout=5)
     assert disc["code"] in (1000, 1001), f"WebSocket not closed cleanly: {disc}"
-    stops = csms.calls_of("StopTransaction", mark)
-    assert stops, "StopTransaction not sent before the daemon closed its connection"
-    stop = stops[0]
-    assert stop["payload"]["transactionId"] == tx
-    assert stop["payload"]["reason"] in ("Reboot", "Other"), stop["payload"]
-    assert stop["payload"]["meterStop"] >= sp["meterStart"]
-    assert csms.events.index(stop) < csms.events.index(disc)
+    stops_before_close = [
+        c for c in csms.calls_of("StopTransaction", mark) if csms.events.index(c) < csms.events.index(disc)
+    ]
 
-    # persisted as delivered: not sent again after a restart
+    # restart: whatever was persisted is delivered now, and nothing twice
     mark2 = csms.mark()
     d.start()
     await d.wait_ready()
     await csms.wait_call("BootNotification", since=mark2, timeout=30)
     await d.wait_status(lambda s: s["ocpp"]["registration"] == "Accepted")
+    await d.wait_connector(1, lambda c: c["transaction_id"] is None, timeout=20)
     await asyncio.sleep(3)
-    assert len(csms.calls_of("StopTransaction")) == 1
+    stops = [c for c in csms.calls_of("StopTransaction") if c["payload"]["transactionId"] == tx]
+    summary = [(c["payload"]["reason"], "before close" if c in stops_before_close else "after restart") for c in stops]
+    assert len(stops) == 1, f"StopTransaction for {tx} delivered {len(stops)} times: {summary}"
+    assert stops_before_close, (
+        f"StopTransaction not sent before the clean shutdown closed the connection (CSMS was up): {summary}"
+    )
+    p = stops[0]["payload"]
+    assert p["reason"] in ("Reboot", "Other"), f"controlled shutdown stopped with reason {p['reason']}"
+    assert p["meterStop"] >= sp["meterStart"]
     assert len(csms.calls_of("StartTransaction")) == 1
-    st = await d.status()
-    assert st["connectors"][0]["transaction_id"] is None
     assert strict_csms.strict_errors == [], no_strict_errors(strict_csms)
 
 
@@ -270,4 +280,36 @@ async def test_csms_closes_connection_daemon_reconnects(
     await csms.wait_call("Heartbeat", since=mark, timeout=15)
     tx, _ = await start_local_session(d, csms, 1, "TAGRECON")
     assert tx >= 1
+    assert strict_csms.strict_errors == [], no_strict_errors(strict_csms)
+
+
+async def test_unanswered_stop_transaction_is_retried(
+    strict_csms: StrictCSMS, make_config: MakeConfig, daemon_factory: Factory
+) -> None:
+    """The CSMS never answers the first StopTransaction: after the call timeout the daemon sends it
+    again (transaction messages must not be lost), and sends no other CALL while one is outstanding
+    (OCPP-J 1.6 §4.1.1). Slow: waits for the daemon's call timeout (30 s)."""
+    csms = strict_csms
+    d = await start_daemon(csms, make_config, daemon_factory, connectors=1, ocpp_config=FAST)
+    tx, _ = await start_local_session(d, csms, 1, "TAGSLOW1")
+    await csms.set(respond={"StopTransaction": False})
+    mark = csms.mark()
+    await unplug(d, 1)
+    first = await csms.wait_call("StopTransaction", since=mark)
+    await csms.set(respond=True)
+    second = await csms.wait_call("StopTransaction", since=csms.calls.index(first) + 1, timeout=90)
+    # until it times out (the daemon's call timeout is well above 20 s) nothing else may be sent
+    between = [
+        (c["action"], round((c["ts"] - first["ts"]) / 1000, 1))
+        for c in csms.calls[csms.calls.index(first) + 1 : csms.calls.index(second)]
+        if c["ts"] - first["ts"] < 20_000
+    ]
+    assert between == [], f"CALLs sent while StopTransaction was outstanding (action, s after): {between}"
+    assert second["ts"] - first["ts"] >= 5_000, "retried before any reasonable call timeout"
+    assert second["payload"] == first["payload"], "the retry must carry the same StopTransaction"
+    assert second["payload"]["transactionId"] == tx
+    await answer_of(csms, second)
+    await d.wait_connector(1, lambda c: c["status"] == "Available" and c["transaction_id"] is None)
+    await asyncio.sleep(2)
+    assert len(csms.calls_of("StopTransaction")) == 2
     assert strict_csms.strict_errors == [], no_strict_errors(strict_csms)

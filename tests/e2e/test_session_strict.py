@@ -66,9 +66,7 @@ async def test_boot_pending_then_accepted(
 ) -> None:
     csms = strict_csms
     await csms.set(bootStatus="Pending", heartbeatInterval=1)
-    cfg = make_config(
-        csms_port=csms.port, ocpp_config={"HeartbeatInterval": 1, "MeterValueSampleInterval": 1}
-    )
+    cfg = make_config(csms_port=csms.port, ocpp_config={"HeartbeatInterval": 1, "MeterValueSampleInterval": 1})
     d = daemon_factory(cfg)
     d.start()
     await d.wait_ready()
@@ -147,9 +145,7 @@ async def test_full_local_session_plug_first(
     assert strict_csms.strict_errors == [], no_strict_errors(strict_csms)
 
 
-async def test_card_first_then_plug(
-    strict_csms: StrictCSMS, make_config: MakeConfig, daemon_factory: Factory
-) -> None:
+async def test_card_first_then_plug(strict_csms: StrictCSMS, make_config: MakeConfig, daemon_factory: Factory) -> None:
     csms = strict_csms
     d = await start_daemon(csms, make_config, daemon_factory, connectors=1)
     mark = csms.mark()
@@ -264,14 +260,10 @@ async def test_remote_stop_unknown_transaction_rejected(
 ) -> None:
     csms = strict_csms
     d = await start_daemon(csms, make_config, daemon_factory, connectors=2)
-    assert await csms.call(CP_ID, "RemoteStopTransaction", {"transactionId": 987654}) == {
-        "status": "Rejected"
-    }
+    assert await csms.call(CP_ID, "RemoteStopTransaction", {"transactionId": 987654}) == {"status": "Rejected"}
     tx, _ = await start_local_session(d, csms, 1, "TAG0003")
     mark = csms.mark()
-    assert await csms.call(CP_ID, "RemoteStopTransaction", {"transactionId": tx + 1000}) == {
-        "status": "Rejected"
-    }
+    assert await csms.call(CP_ID, "RemoteStopTransaction", {"transactionId": tx + 1000}) == {"status": "Rejected"}
     await asyncio.sleep(1)
     assert csms.calls_of("StopTransaction", mark) == []
     assert (await d.status())["connectors"][0]["transaction_id"] == tx
@@ -325,9 +317,7 @@ def check_status_shape(st: dict[str, Any], n_connectors: int) -> None:
         assert c["id_tag"] is None or isinstance(c["id_tag"], str), c
 
 
-async def test_status_json_shape(
-    strict_csms: StrictCSMS, make_config: MakeConfig, daemon_factory: Factory
-) -> None:
+async def test_status_json_shape(strict_csms: StrictCSMS, make_config: MakeConfig, daemon_factory: Factory) -> None:
     csms = strict_csms
     await csms.set(nextTransactionId=17)
     d = await start_daemon(csms, make_config, daemon_factory, connectors=2)
