@@ -143,7 +143,8 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _preview(value: Any, limit: int = 60) -> str:
+def preview(value: Any, limit: int = 60) -> str:
+    """Short repr for error texts: repr() escapes control characters, so peer text cannot forge log lines."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -213,7 +214,7 @@ def decode(text: str | bytes) -> Frame:
 
     mtype = _message_type(msg[0])
     if mtype is None:
-        raise RpcError(ErrorCode.FORMATION_VIOLATION, f"MessageTypeId must be an integer, got {_preview(msg[0])}")
+        raise RpcError(ErrorCode.FORMATION_VIOLATION, f"MessageTypeId must be an integer, got {preview(msg[0])}")
     if mtype == MessageType.CALL:
         return _decode_call(msg)
     if mtype in (MessageType.CALLRESULT, MessageType.CALLERROR):

@@ -35,7 +35,7 @@ from decimal import Context, Decimal, InvalidOperation
 from importlib import resources
 from typing import Any, Final, NoReturn
 
-from evsed.ocpp.rpc import ErrorCode, RpcError
+from evsed.ocpp.rpc import ErrorCode, RpcError, preview
 
 __all__ = ["Validator", "is_date_time", "is_uri"]
 
@@ -119,14 +119,8 @@ def _format_path(reversed_path: list[str | int]) -> str:
         else:
             # Unknown keys come from the peer: quote them so a description can't be spoofed
             # or broken by dots, newlines or sheer length.
-            parts.append(f"[{_preview(segment)}]")
+            parts.append(f"[{preview(segment)}]")
     return "".join(parts)
-
-
-def _preview(value: Any, limit: int = 60) -> str:
-    # repr() escapes control characters, so peer-supplied text cannot forge log lines.
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _json_type(value: Any) -> str:
@@ -316,13 +310,13 @@ def _enum_check(values: list[Any]) -> _Check:
 
         def check_str_enum(value: Any) -> None:
             if not (isinstance(value, str) and value in allowed):
-                raise _Fail(_PROPERTY, "enum", f"{_preview(value)} is not one of {shown}")
+                raise _Fail(_PROPERTY, "enum", f"{preview(value)} is not one of {shown}")
 
         return check_str_enum
 
     def check_enum(value: Any) -> None:
         if not any(_json_equal(value, v) for v in values):
-            raise _Fail(_PROPERTY, "enum", f"{_preview(value)} is not one of {shown}")
+            raise _Fail(_PROPERTY, "enum", f"{preview(value)} is not one of {shown}")
 
     return check_enum
 
@@ -527,7 +521,7 @@ class _Compiler:
 
             def check_format(value: str) -> None:
                 if not test(value):
-                    raise _Fail(_PROPERTY, "format", f"{_preview(value)} is not a valid {label}")
+                    raise _Fail(_PROPERTY, "format", f"{preview(value)} is not a valid {label}")
 
             checks.append(check_format)
         return checks
@@ -691,7 +685,7 @@ def _describe(value: Any) -> str:
     kind = _json_type(value)
     if kind in ("object", "array"):
         return kind
-    return f"{kind} {_preview(value)}"
+    return f"{kind} {preview(value)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -769,7 +763,7 @@ class Validator:
 
     def _validate(self, action: str, payload: Any, suffix: str) -> None:
         if action not in self._actions:
-            raise RpcError(ErrorCode.NOT_IMPLEMENTED, f"unknown action {_preview(action)}")
+            raise RpcError(ErrorCode.NOT_IMPLEMENTED, f"unknown action {preview(action)}")
         check = _compiled(self._version, action + suffix)
         if not isinstance(payload, dict):
             raise RpcError(
