@@ -51,9 +51,10 @@ class Daemon:
             path = str(tmp / "notify.sock")
             self.notify_sock.bind(path)
             env["NOTIFY_SOCKET"] = path
+        self.log = (tmp / "daemon.log").open("ab")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "evsed.cli.daemon", "--config", str(cfg),
-                                      "--log-level", "warning"], env=env, stderr=open(tmp / "daemon.log", "ab"))
+                                      "--log-level", "warning"], env=env, stderr=self.log)
 
     def wait_ready_notify(self, timeout: float = 20.0) -> float:
         assert self.notify_sock is not None
@@ -97,6 +98,7 @@ class Daemon:
             self.proc.kill()
         if self.notify_sock is not None:
             self.notify_sock.close()
+        self.log.close()
 
 
 class CsmsThread:
