@@ -26,8 +26,7 @@ from evsed.core.station import BLOCKING_SOURCES
 log = logging.getLogger(__name__)
 
 # Device failures that forbid energy flow on their connector until they clear.
-BLOCKING_DEVICES = frozenset({Device.PILOT, Device.CONTACTOR, Device.METER, Device.LOCK})
-assert {str(d) for d in BLOCKING_DEVICES} == BLOCKING_SOURCES  # the station's view must agree
+BLOCKING_DEVICES = frozenset(Device(source) for source in BLOCKING_SOURCES)
 
 
 class SafetySupervisor:

@@ -11,14 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-MEASURANDS = frozenset({
-    "Current.Export", "Current.Import", "Current.Offered", "Energy.Active.Export.Register",
-    "Energy.Active.Import.Register", "Energy.Reactive.Export.Register", "Energy.Reactive.Import.Register",
-    "Energy.Active.Export.Interval", "Energy.Active.Import.Interval", "Energy.Reactive.Export.Interval",
-    "Energy.Reactive.Import.Interval", "Frequency", "Power.Active.Export", "Power.Active.Import",
-    "Power.Factor", "Power.Offered", "Power.Reactive.Export", "Power.Reactive.Import", "RPM", "SoC",
-    "Temperature", "Voltage",
-})
 # What the sim and the meters we support can actually measure; the CSMS may only ask for these.
 SUPPORTED_MEASURANDS = frozenset({
     "Energy.Active.Import.Register", "Power.Active.Import", "Current.Import", "Current.Offered", "Voltage",
