@@ -40,10 +40,11 @@ class ContactorFeedback:
 @dataclass(frozen=True, slots=True)
 class MeterReading:
     connector: int
-    energy_wh: float
-    power_w: float
-    current_a: tuple[float, float, float]
-    voltage_v: float
+    energy_wh: float  # Energy.Active.Import.Register
+    power_w: float  # total active power over all phases
+    current_a: tuple[float, float, float]  # per phase L1..L3 (0.0 on unused phases)
+    voltage_v: tuple[float, float, float]  # per phase, line to neutral
+    frequency_hz: float | None = None  # None when the meter does not measure it
 
 
 @dataclass(frozen=True, slots=True)

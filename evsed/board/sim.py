@@ -290,6 +290,8 @@ class SimBoard:
                 c.meter_fault_reported = False
                 out.append(DeviceFault(cid, Device.METER, "PowerMeterFailure", False, "meter answers again"))
             phases = (c.current_a,) * c.ev.phases + (0.0,) * (3 - c.ev.phases)
+            # The supply is live on every phase whatever the EV draws; 50 Hz keeps the sim deterministic.
             out.append(MeterReading(cid, round(c.energy_wh, 3), c.power_w,
-                                    (phases[0], phases[1], phases[2]), self._voltage))
+                                    (phases[0], phases[1], phases[2]),
+                                    (self._voltage, self._voltage, self._voltage), frequency_hz=50.0))
         return out

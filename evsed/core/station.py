@@ -114,8 +114,28 @@ class AuthorizationRejected:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class AvailabilityChanged:
+    """The operative state to persist for a connector (0 = the whole charge point); survives restarts."""
+
+    connector: int
+    operative: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockDone:
+    """An UnlockConnector request reached the lock command (the board reports the outcome)."""
+
+    connector: int
+
+
 Action = (SetPwm | SetContactor | SetLock | RequestAuthorization | TransactionStarted | TransactionStopped
-          | StatusChanged | AuthorizationRejected)
+          | StatusChanged | AuthorizationRejected | AvailabilityChanged | UnlockDone)
+
+
+def same_tag(a: str | None, b: str | None) -> bool:
+    """IdToken is a CiString20: identifiers compare case-insensitively."""
+    return a is not None and b is not None and a.lower() == b.lower()
 
 
 @dataclass
@@ -123,6 +143,10 @@ class _Tx:
     id_tag: str
     parent_id_tag: str | None
     meter_start_wh: float
+    # Set when StartTransaction.conf did not accept the idTag: energy allowed before the EVSE stops offering
+    # (MaxEnergyOnInvalidId) and whether the transaction is then stopped (StopTransactionOnInvalidId).
+    invalid_cap_wh: float | None = None
+    stop_when_invalid: bool = False
 
 
 @dataclass
@@ -139,6 +163,10 @@ class Connector:
     stopping: tuple[StopReason, str | None, float] | None = None  # (reason, idTag, force-open deadline)
     finishing: bool = False
     available: bool = True
+    unavailable_scheduled: bool = False  # ChangeAvailability(Inoperative) during a transaction
+    plugged_at: float | None = None
+    lock_owner: tuple[str, str | None] | None = None  # (idTag, parent): cable held locked for its owner
+    unlock_after_stop: bool = False  # UnlockConnector during a transaction: unlock once it has stopped
     limit_a: float | None = None  # from smart charging / local limits; None = no limit
     pwm_duty: float | None = None
     pwm_amps: float = 0.0
@@ -163,9 +191,11 @@ class Connector:
 
 
 class Station:
-    def __init__(self, connectors: int, max_current_a: float, keys: Settings) -> None:
+    def __init__(self, connectors: int, max_current_a: float, keys: Settings, *, fixed_cable: bool = False) -> None:
         self.connectors = {i: Connector(i, max_current_a) for i in range(1, connectors + 1)}
         self._keys = keys
+        self.fixed_cable = fixed_cable  # a tethered cable has no socket lock to drive
+        self.cp_available = True
         self._pending_card: tuple[str, str | None, float] | None = None  # card first, several connectors
         self._awaiting_auth: set[str] = set()
         self.cp_faults: dict[str, tuple[str, str]] = {}  # faults of the charge point itself (connector 0)
@@ -174,7 +204,13 @@ class Station:
     # --- inputs ------------------------------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
         """Initial statuses once the board reports; called after the first pilot readings."""
-        return [a for c in self.connectors.values() for a in self._update(c, now)]
+        return [a for c in self.connectors.values() for a in self._update(c, now)] + self._update_cp()
+
+    def restore_availability(self, operative: dict[int, bool]) -> None:
+        """Persisted ChangeAvailability results from before a restart (0 = the charge point)."""
+        self.cp_available = operative.get(0, True)
+        for cid, c in self.connectors.items():
+            c.available = operative.get(cid, True) and self.cp_available
 
     def pilot(self, connector: int, state: PilotState, diode_fault: bool, now: float) -> list[Action]:
         c = self.connectors[connector]
@@ -202,10 +238,17 @@ class Station:
             actions += self._finish_stop(c, now)
         return actions + self._update(c, now)
 
-    def meter(self, connector: int, energy_wh: float, power_w: float) -> None:
+    def meter(self, connector: int, energy_wh: float, power_w: float, now: float) -> list[Action]:
         c = self.connectors[connector]
         c.energy_wh = energy_wh
         c.power_w = power_w
+        tx = c.tx
+        if tx is not None and tx.invalid_cap_wh is not None and c.stopping is None \
+                and energy_wh - tx.meter_start_wh >= tx.invalid_cap_wh:
+            if tx.stop_when_invalid:
+                return self._request_stop(c, StopReason.DEAUTHORIZED, None, now)
+            return self._update(c, now)
+        return []
 
     def device_fault(self, connector: int, source: str, error_code: str, active: bool, info: str,
                      now: float) -> list[Action]:
@@ -222,12 +265,7 @@ class Station:
                 self.cp_faults[source] = (error_code, info)
             else:
                 self.cp_faults.pop(source, None)
-            code, text = next(iter(self.cp_faults.values()), ("NoError", ""))
-            status = (Status.FAULTED if self.cp_faults else Status.AVAILABLE, code)
-            if status == self.cp_status:
-                return []
-            self.cp_status = status
-            return [StatusChanged(0, status[0], code, text)]
+            return self._update_cp()
         c = self.connectors[connector]
         if active:
             c.faults[source] = (error_code, info)
@@ -240,10 +278,13 @@ class Station:
         self.connectors[connector].contactor = closed
 
     def tag(self, id_tag: str, now: float) -> list[Action]:
-        """A card on the reader: stop its own transaction, else ask for authorization."""
+        """A card on the reader: stop its own transaction or release its cable, else ask for authorization."""
         for c in self.connectors.values():
-            if c.tx is not None and c.stopping is None and c.tx.id_tag == id_tag:
+            if c.tx is not None and c.stopping is None and same_tag(c.tx.id_tag, id_tag):
                 return self._request_stop(c, StopReason.LOCAL, id_tag, now)
+        for c in self.connectors.values():
+            if c.tx is None and c.lock_owner is not None and same_tag(c.lock_owner[0], id_tag):
+                return self._release_lock(c)
         if id_tag in self._awaiting_auth:
             return []
         self._awaiting_auth.add(id_tag)
@@ -256,8 +297,11 @@ class Station:
             return [AuthorizationRejected(id_tag, status)]
         if parent_id_tag:
             for c in self.connectors.values():
-                if c.tx is not None and c.stopping is None and c.tx.parent_id_tag == parent_id_tag:
+                if c.tx is not None and c.stopping is None and same_tag(c.tx.parent_id_tag, parent_id_tag):
                     return self._request_stop(c, StopReason.LOCAL, id_tag, now)
+            for c in self.connectors.values():
+                if c.tx is None and c.lock_owner is not None and same_tag(c.lock_owner[1], parent_id_tag):
+                    return self._release_lock(c)
         target = self._connector_for_card()
         if target is None:
             return [AuthorizationRejected(id_tag, "NoConnectorAvailable")]
@@ -274,11 +318,21 @@ class Station:
             return False, []
         return True, self._prepare(target, id_tag, None, now, bind=connector is not None)
 
+    def can_start(self, connector: int | None) -> bool:
+        """Whether a remote start for this connector (None = any) could begin now."""
+        if connector is None:
+            return self._connector_for_card() is not None
+        c = self.connectors.get(connector)
+        return c is not None and self._can_prepare(c)
+
     def stop(self, connector: int, reason: StopReason, now: float) -> list[Action]:
         c = self.connectors[connector]
         if c.tx is None or c.stopping is not None:
             return []
         return self._request_stop(c, reason, None, now)
+
+    def stop_all(self, reason: StopReason, now: float) -> list[Action]:
+        return [a for cid in self.connectors for a in self.stop(cid, reason, now)]
 
     def finish_stops(self, now: float) -> list[Action]:
         """Shutdown: end every pending stop now, even if the EV still draws (the process is going away)."""
@@ -289,9 +343,73 @@ class Station:
             actions += self._update(c, now)
         return actions
 
-    def resume_transaction(self, connector: int, id_tag: str, meter_start_wh: float) -> None:
+    def resume_transaction(self, connector: int, id_tag: str, meter_start_wh: float,
+                           parent_id_tag: str | None = None) -> list[Action]:
         """A transaction persisted before a restart that is still running (the EV never left)."""
-        self.connectors[connector].tx = _Tx(id_tag, None, meter_start_wh)
+        c = self.connectors[connector]
+        c.tx = _Tx(id_tag, parent_id_tag, meter_start_wh)
+        c.ever_charged = True
+        return self._lock(c, True, force=True)  # the lock state after a restart is unknown: command it again
+
+    def transaction_confirmed(self, connector: int, status: str, parent_id_tag: str | None,
+                              now: float) -> list[Action]:
+        """StartTransaction.conf arrived for the running transaction on this connector."""
+        c = self.connectors[connector]
+        if c.tx is None:
+            return []
+        if parent_id_tag:
+            c.tx.parent_id_tag = parent_id_tag
+        if status == "Accepted":
+            return []
+        # Errata 3.17: not accepted while still running -> stop (DeAuthorized) or only stop the energy, after
+        # at most MaxEnergyOnInvalidId.
+        c.tx.invalid_cap_wh = float(self._keys["MaxEnergyOnInvalidId"])
+        c.tx.stop_when_invalid = bool(self._keys["StopTransactionOnInvalidId"])
+        return self.meter(connector, c.energy_wh, c.power_w, now) or self._update(c, now)
+
+    def change_availability(self, connector: int, operative: bool, now: float) -> tuple[str, list[Action]]:
+        """ChangeAvailability: Accepted, Scheduled (a transaction runs; applied when it ends) or Rejected."""
+        if connector == 0:
+            targets = list(self.connectors.values())
+            self.cp_available = operative
+            actions: list[Action] = [AvailabilityChanged(0, operative)]
+        elif connector in self.connectors:
+            targets = [self.connectors[connector]]
+            actions = []
+        else:
+            return "Rejected", []
+        scheduled = False
+        for c in targets:
+            actions.append(AvailabilityChanged(c.id, operative))
+            if operative:
+                c.available = True
+                c.unavailable_scheduled = False
+            elif c.tx is not None:
+                c.unavailable_scheduled = True
+                scheduled = True
+            else:
+                c.available = False
+                c.prepared = None
+            actions += self._update(c, now)
+        if not operative and self._pending_card is not None and not any(
+                self._can_prepare(c) for c in self.connectors.values()):
+            self._pending_card = None
+        actions += self._update_cp()
+        return ("Scheduled" if scheduled else "Accepted"), actions
+
+    def unlock(self, connector: int, now: float) -> tuple[str, list[Action]]:
+        """UnlockConnector: NotSupported for a fixed cable or an unknown connector; a running transaction is
+        stopped first (UnlockCommand) and the lock opens when it has ended. 'Accepted' means an UnlockDone will
+        follow."""
+        c = self.connectors.get(connector)
+        if c is None or self.fixed_cable:
+            return "NotSupported", []
+        if c.tx is not None:
+            c.unlock_after_stop = True
+            if c.stopping is None:
+                return "Accepted", self._request_stop(c, StopReason.UNLOCK_COMMAND, None, now)
+            return "Accepted", []
+        return "Accepted", self._release_lock(c, force=True)
 
     def set_limit(self, connector: int, amps: float | None, now: float) -> list[Action]:
         c = self.connectors[connector]
@@ -302,9 +420,14 @@ class Station:
         actions: list[Action] = []
         if self._pending_card is not None and now >= self._pending_card[2]:
             self._pending_card = None
+        timeout = float(self._keys["ConnectionTimeOut"])
         for c in self.connectors.values():
             if c.prepared is not None and now >= c.prepared[2]:
                 c.prepared = None  # ConnectionTimeOut: the user never plugged in
+            if self._plug_timed_out(c, now, timeout):
+                # Errata 3.20 (B6): plugged but no card in time. With several connectors sharing one reader
+                # the connector goes to Finishing so the next card does not start on this cable by accident.
+                c.finishing = True
             if c.stopping is not None and now >= c.stopping[2]:
                 actions += self._finish_stop(c, now)
             if c.diode_recheck_at is not None and now >= c.diode_recheck_at:
@@ -314,14 +437,24 @@ class Station:
         return actions
 
     def next_deadline(self) -> float | None:
+        timeout = float(self._keys["ConnectionTimeOut"])
         times = [t for c in self.connectors.values()
                  for t in (c.prepared[2] if c.prepared else None, c.stopping[2] if c.stopping else None,
                            c.diode_recheck_at, self._grace_end(c),
                            c.pwm_off_at + STOP_UNDER_LOAD_TIMEOUT_S if c.pwm_off_at is not None and c.contactor
+                           else None,
+                           c.plugged_at + timeout if self._plug_timeout_applies(c) and c.plugged_at is not None
                            else None) if t is not None]
         if self._pending_card is not None:
             times.append(self._pending_card[2])
         return min(times) if times else None
+
+    def _plug_timeout_applies(self, c: Connector) -> bool:
+        return (len(self.connectors) > 1 and c.plugged and c.tx is None and c.prepared is None
+                and not c.finishing and c.plugged_at is not None)
+
+    def _plug_timed_out(self, c: Connector, now: float, timeout: float) -> bool:
+        return self._plug_timeout_applies(c) and c.plugged_at is not None and now >= c.plugged_at + timeout
 
     def _grace_end(self, c: Connector) -> float | None:
         if c.tx is None or c.ever_charged or c.pwm_duty is None or c.status != Status.PREPARING:
@@ -334,6 +467,9 @@ class Station:
 
     def _connector_for_card(self) -> Connector | None:
         free = [c for c in self.connectors.values() if self._can_prepare(c)]
+        if len(self.connectors) > 1:
+            # A cable left plugged after a session or a timeout (Finishing) is not taken by the next card.
+            free = [c for c in free if not (c.finishing and c.plugged)]
         plugged = [c for c in free if c.plugged]
         if plugged:
             return plugged[0]
@@ -353,6 +489,7 @@ class Station:
 
     def _plugged(self, c: Connector, now: float) -> list[Action]:
         c.finishing = False
+        c.plugged_at = now
         if c.tx is not None:
             return []  # a transaction kept across an unplug (StopTransactionOnEVSideDisconnect = false)
         if c.prepared is not None:
@@ -371,21 +508,35 @@ class Station:
         c.contactor = False
         return [SetContactor(c.id, False)]
 
-    def _lock(self, c: Connector, locked: bool) -> list[Action]:
-        if c.locked == locked:
+    def _lock(self, c: Connector, locked: bool, force: bool = False) -> list[Action]:
+        if self.fixed_cable or (c.locked == locked and not force):
             return []
         c.locked = locked
         return [SetLock(c.id, locked)]
 
+    def _release_lock(self, c: Connector, force: bool = False) -> list[Action]:
+        c.lock_owner = None
+        actions = self._lock(c, False, force=force)
+        if force:
+            actions.append(UnlockDone(c.id))
+        return actions
+
     def _unplugged(self, c: Connector, now: float) -> list[Action]:
         c.finishing = False
-        actions: list[Action] = [*self._open(c), *self._lock(c, False)]
+        c.plugged_at = None
+        actions: list[Action] = [*self._open(c)]
         stop_it = c.stopping is not None or bool(self._keys["StopTransactionOnEVSideDisconnect"])
-        if c.tx is not None and stop_it:
+        if c.tx is not None and not stop_it:
+            return actions  # the transaction and the lock stay until the user comes back (section 3.?.5)
+        if c.tx is not None:
             reason = c.stopping[0] if c.stopping is not None else StopReason.EV_DISCONNECTED
             id_tag = c.stopping[1] if c.stopping is not None else None
             c.stopping = (reason, id_tag, now)
+            if not bool(self._keys["UnlockConnectorOnEVSideDisconnect"]) and reason == StopReason.EV_DISCONNECTED:
+                c.lock_owner = (c.tx.id_tag, c.tx.parent_id_tag)
             actions += self._finish_stop(c, now)
+        if c.lock_owner is None or c.unlock_after_stop:
+            actions += self._lock(c, False)
         return actions
 
     def _start_tx(self, c: Connector, id_tag: str, parent: str | None, now: float) -> list[Action]:
@@ -393,6 +544,7 @@ class Station:
         c.prepared = None
         c.finishing = False
         c.ever_charged = False
+        c.lock_owner = None
         return [*self._lock(c, True), TransactionStarted(c.id, id_tag, c.energy_wh, now), *self._update(c, now)]
 
     def _request_stop(self, c: Connector, reason: StopReason, id_tag: str | None, now: float) -> list[Action]:
@@ -406,18 +558,35 @@ class Station:
         if c.tx is None or c.stopping is None:
             return []
         reason, id_tag, _ = c.stopping
+        tx = c.tx
         c.tx = None
         c.stopping = None
         c.finishing = c.plugged
         actions: list[Action] = [*self._open(c), *self._set_pwm(c, None, now)]
-        if not c.plugged:
-            actions += self._lock(c, False)
         actions.append(TransactionStopped(c.id, c.energy_wh, now, reason, id_tag))
+        if reason == StopReason.DEAUTHORIZED and c.plugged:
+            # Errata 3.5: keep the cable locked until the same identifier (or one with its parent) is shown.
+            c.lock_owner = (tx.id_tag, tx.parent_id_tag)
+        if c.unlock_after_stop:
+            c.unlock_after_stop = False
+            actions += self._release_lock(c, force=True)
+        elif not c.plugged and c.lock_owner is None:
+            actions += self._lock(c, False)
+        if c.unavailable_scheduled:
+            c.unavailable_scheduled = False
+            c.available = False
         return actions
 
     def _wants_pwm(self, c: Connector) -> bool:
         blocking = set(c.faults) - ({"diode"} if c.diode_probe else set())
-        return c.tx is not None and c.stopping is None and c.plugged and not blocking and c.offered_a > 0
+        return (c.tx is not None and c.stopping is None and c.plugged and not blocking and c.offered_a > 0
+                and not self._energy_withheld(c))
+
+    @staticmethod
+    def _energy_withheld(c: Connector) -> bool:
+        tx = c.tx
+        return (tx is not None and tx.invalid_cap_wh is not None
+                and c.energy_wh - tx.meter_start_wh >= tx.invalid_cap_wh)
 
     def _set_pwm(self, c: Connector, amps: float | None, now: float) -> list[Action]:
         duty = duty_for_current(amps) if amps else None
@@ -455,6 +624,19 @@ class Station:
             actions.append(StatusChanged(c.id, status, error_code, info))
         return actions
 
+    def _update_cp(self) -> list[Action]:
+        """Connector 0: Faulted by a charge-point-wide fault, Unavailable when set inoperative."""
+        if self.cp_faults:
+            code, text = next(iter(self.cp_faults.values()))
+            status: tuple[Status, str] = (Status.FAULTED, code)
+        else:
+            code, text = "NoError", ""
+            status = (Status.AVAILABLE if self.cp_available else Status.UNAVAILABLE, code)
+        if status == self.cp_status:
+            return []
+        self.cp_status = status
+        return [StatusChanged(0, status[0], code, text)]
+
     def status_of(self, c: Connector, now: float) -> tuple[Status, str, str]:
         if c.faults:
             code, info = next(iter(c.faults.values()))
@@ -464,6 +646,11 @@ class Station:
         if c.tx is not None:
             if c.stopping is not None:
                 return Status.SUSPENDED_EVSE, "NoError", "stopping"
+            if not c.plugged:
+                # StopTransactionOnEVSideDisconnect = false: the EVSE would offer energy, the EV is gone.
+                return Status.SUSPENDED_EV, "NoError", "EV disconnected"
+            if self._energy_withheld(c):
+                return Status.SUSPENDED_EVSE, "NoError", "idTag not accepted"
             if c.pwm_duty is None:
                 return Status.SUSPENDED_EVSE, "NoError", "no current offered"
             if c.pilot in CHARGING_STATES:

@@ -242,7 +242,7 @@ def test_station_wide_fault_is_forwarded() -> None:
     assert board.contactor_calls() == []
 
 
-@pytest.mark.parametrize("event", [MeterReading(1, 10.0, 0.0, (0.0, 0.0, 0.0), 230.0), TagRead("CARD")])
+@pytest.mark.parametrize("event", [MeterReading(1, 10.0, 0.0, (0.0, 0.0, 0.0), (230.0, 230.0, 230.0)), TagRead("CARD")])
 def test_other_events_are_forwarded_untouched(event: BoardEvent) -> None:
     sup, board, fwd = closed_in(C)
     sup.on_board_event(event)

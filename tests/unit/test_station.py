@@ -13,6 +13,7 @@ from evsed.core.station import (
     STOP_UNDER_LOAD_TIMEOUT_S,
     Action,
     AuthorizationRejected,
+    AvailabilityChanged,
     RequestAuthorization,
     SetContactor,
     SetLock,
@@ -23,6 +24,7 @@ from evsed.core.station import (
     StopReason,
     TransactionStarted,
     TransactionStopped,
+    UnlockDone,
 )
 
 A, B, C, D, E, F = (PilotState.A, PilotState.B, PilotState.C, PilotState.D, PilotState.E, PilotState.F)
@@ -32,7 +34,9 @@ DUTY_16A = 26.6
 
 
 def make_keys(**overrides: Any) -> dict[str, Any]:
-    keys: dict[str, Any] = {"ConnectionTimeOut": 60, "StopTransactionOnEVSideDisconnect": True}
+    keys: dict[str, Any] = {"ConnectionTimeOut": 60, "StopTransactionOnEVSideDisconnect": True,
+                            "UnlockConnectorOnEVSideDisconnect": True, "StopTransactionOnInvalidId": True,
+                            "MaxEnergyOnInvalidId": 0}
     keys.update(overrides)
     return keys
 
@@ -114,7 +118,7 @@ def test_plug_first_flow() -> None:
 
 def test_transaction_started_carries_meter_reading() -> None:
     st, _ = new_station()
-    st.meter(1, 12345.0, 0.0)
+    st.meter(1, 12345.0, 0.0, 0.0)
     st.pilot(1, B, False, 1.0)
     actions = authorize(st, "TAG", 2.0)
     assert of(actions, TransactionStarted) == [TransactionStarted(1, "TAG", 12345.0, 2.0)]
@@ -226,9 +230,9 @@ def test_same_card_stops_with_reason_local() -> None:
 
 def test_stop_reports_the_meter_at_stop() -> None:
     st = charging_station()
-    st.meter(1, 4321.0, 7000.0)
+    st.meter(1, 4321.0, 7000.0, 0.0)
     st.tag("TAG", 10.0)
-    st.meter(1, 4330.0, 0.0)
+    st.meter(1, 4330.0, 0.0, 0.0)
     ev_b = st.pilot(1, B, False, 11.0)
     assert of(ev_b, TransactionStopped) == [TransactionStopped(1, 4330.0, 11.0, StopReason.LOCAL, "TAG")]
 
@@ -293,7 +297,7 @@ def test_rejected_card_does_not_stop_running_transaction_of_parent() -> None:
 # --- unplug -----------------------------------------------------------------------------------------------------
 def test_unplug_while_charging_stops_with_ev_disconnected() -> None:
     st = charging_station()
-    st.meter(1, 900.0, 11000.0)
+    st.meter(1, 900.0, 11000.0, 0.0)
     actions = st.pilot(1, A, False, 10.0)
     assert actions[0] == SetContactor(1, False)
     assert True not in contactor_cmds(actions)
@@ -321,13 +325,15 @@ def test_stop_on_ev_side_disconnect_false_keeps_transaction() -> None:
     assert of(actions, TransactionStopped) == []
     assert SetContactor(1, False) in actions
     assert SetPwm(1, None, 0.0) in actions
-    assert statuses(actions) == [Status.SUSPENDED_EVSE]
+    # The EVSE is willing, the EV has gone: SuspendedEV; the cable stays locked (spec 4.10 note).
+    assert statuses(actions) == [Status.SUSPENDED_EV]
+    assert of(actions, SetLock) == []
     assert st.connectors[1].tx is not None
     # Plugged in again: the same transaction continues.
     back = st.pilot(1, B, False, 20.0)
     assert of(back, TransactionStarted) == []
     assert SetPwm(1, DUTY_32A, 32.0) in back
-    assert statuses(back) == [Status.SUSPENDED_EV]  # it has charged before: no grace
+    assert statuses(back) == []  # still SuspendedEV: it has charged before, so no Preparing grace
     assert statuses(st.pilot(1, C, False, 21.0)) == [Status.CHARGING]
     # A card stop still ends it.
     st.tag("TAG", 30.0)
@@ -711,7 +717,7 @@ def test_resume_transaction_continues_on_plug() -> None:
     assert SetPwm(1, DUTY_32A, 32.0) in actions
     assert SetContactor(1, True) in actions
     assert statuses(actions) == [Status.CHARGING]
-    st.meter(1, 800.0, 0.0)
+    st.meter(1, 800.0, 0.0, 0.0)
     st.tag("OLD", 2.0)
     assert of(st.pilot(1, B, False, 3.0), TransactionStopped) == [TransactionStopped(1, 800.0, 3.0, StopReason.LOCAL,
                                                                                      "OLD")]
@@ -723,3 +729,220 @@ def test_contactor_state_feedback_is_tracked() -> None:
     assert not st.connectors[1].contactor
     # Next update re-requests the close because the state still calls for it.
     assert st.tick(10.0) == [SetContactor(1, True)]
+
+
+# --- availability (ChangeAvailability) ------------------------------------------------------------------------
+def test_change_availability_idle_connector_is_accepted_and_persisted() -> None:
+    st, _ = new_station(connectors=2)
+    result, actions = st.change_availability(2, False, 1.0)
+    assert result == "Accepted"
+    assert AvailabilityChanged(2, False) in actions
+    assert statuses(actions, 2) == [Status.UNAVAILABLE]
+    assert statuses(actions, 1) == []
+    # An unavailable connector takes no session.
+    assert st.can_start(2) is False and st.can_start(1) is True
+    assert st.remote_start(2, "TAG", 2.0) == (False, [])
+    result, actions = st.change_availability(2, True, 3.0)
+    assert result == "Accepted" and statuses(actions, 2) == [Status.AVAILABLE]
+
+
+def test_change_availability_unknown_connector_is_rejected() -> None:
+    st, _ = new_station(connectors=2)
+    assert st.change_availability(3, False, 1.0) == ("Rejected", [])
+
+
+def test_change_availability_during_transaction_is_scheduled_until_it_ends() -> None:
+    st = charging_station()
+    result, actions = st.change_availability(1, False, 5.0)
+    assert result == "Scheduled"
+    assert statuses(actions) == []  # still charging
+    assert st.connectors[1].status == Status.CHARGING
+    st.tag("TAG", 10.0)
+    stopped = st.pilot(1, B, False, 11.0)
+    assert of(stopped, TransactionStopped)
+    assert st.connectors[1].status == Status.UNAVAILABLE
+
+
+def test_change_availability_connector_zero_covers_every_connector() -> None:
+    st, _ = new_station(connectors=2)
+    st.pilot(1, B, False, 1.0)
+    authorize(st, "TAG", 1.0)
+    result, actions = st.change_availability(0, False, 2.0)
+    assert result == "Scheduled"  # connector 1 has a transaction
+    assert AvailabilityChanged(0, False) in actions
+    assert statuses(actions, 0) == [Status.UNAVAILABLE]
+    assert statuses(actions, 2) == [Status.UNAVAILABLE]
+    result, actions = st.change_availability(0, True, 3.0)
+    assert result == "Accepted"
+    assert statuses(actions, 0) == [Status.AVAILABLE] and statuses(actions, 2) == [Status.AVAILABLE]
+
+
+def test_restored_availability_applies_at_start() -> None:
+    st = Station(2, 32.0, make_keys())
+    st.restore_availability({0: True, 1: False})
+    actions = st.start(0.0)
+    assert statuses(actions, 1) == [Status.UNAVAILABLE] and statuses(actions, 2) == [Status.AVAILABLE]
+    st = Station(2, 32.0, make_keys())
+    st.restore_availability({0: False})
+    actions = st.start(0.0)
+    assert statuses(actions, 0) == [Status.UNAVAILABLE]
+    assert statuses(actions, 1) == [Status.UNAVAILABLE] and statuses(actions, 2) == [Status.UNAVAILABLE]
+
+
+# --- UnlockConnector ---------------------------------------------------------------------------------------------
+def test_unlock_without_transaction_unlocks_at_once() -> None:
+    st, _ = new_station()
+    result, actions = st.unlock(1, 1.0)
+    assert result == "Accepted"
+    assert actions == [SetLock(1, False), UnlockDone(1)]
+
+
+def test_unlock_unknown_connector_or_fixed_cable_is_not_supported() -> None:
+    st, _ = new_station()
+    assert st.unlock(2, 1.0) == ("NotSupported", [])
+    fixed = Station(1, 32.0, make_keys(), fixed_cable=True)
+    fixed.start(0.0)
+    assert fixed.unlock(1, 1.0) == ("NotSupported", [])
+
+
+def test_unlock_during_transaction_stops_it_first_with_unlock_command() -> None:
+    st = charging_station()
+    result, actions = st.unlock(1, 5.0)
+    assert result == "Accepted"
+    assert SetPwm(1, None, 0.0) in actions and of(actions, TransactionStopped) == []
+    assert of(actions, UnlockDone) == []  # the EV still draws: not yet
+    done = st.pilot(1, B, False, 6.0)
+    stop = of(done, TransactionStopped)
+    assert stop and stop[0].reason == StopReason.UNLOCK_COMMAND
+    assert index(done, SetLock(1, False)) > index(done, stop[0])
+    assert UnlockDone(1) in done
+
+
+def test_fixed_cable_never_drives_a_lock() -> None:
+    st = Station(1, 32.0, make_keys(), fixed_cable=True)
+    st.start(0.0)
+    seen = st.pilot(1, B, False, 1.0) + authorize(st, "TAG", 1.0) + st.pilot(1, C, False, 2.0)
+    seen += st.pilot(1, A, False, 3.0)
+    assert of(seen, SetLock) == []
+    assert of(seen, TransactionStopped)
+
+
+# --- EV-side disconnect and the cable lock --------------------------------------------------------------------------
+def test_unlock_on_ev_side_disconnect_false_holds_the_cable_for_its_owner() -> None:
+    st = charging_station(UnlockConnectorOnEVSideDisconnect=False)
+    actions = st.pilot(1, A, False, 10.0)
+    assert of(actions, TransactionStopped)[0].reason == StopReason.EV_DISCONNECTED
+    assert of(actions, SetLock) == []
+    assert st.connectors[1].locked
+    # Someone else's card does not release it; it goes to authorization instead.
+    assert st.tag("OTHER", 11.0) == [RequestAuthorization("OTHER")]
+    assert st.connectors[1].locked
+    # The owner's card (any case) releases it without a new transaction.
+    released = st.tag("tag", 12.0)
+    assert released == [SetLock(1, False)]
+
+
+def test_held_cable_is_released_by_a_card_with_the_same_parent() -> None:
+    st = charging_station(UnlockConnectorOnEVSideDisconnect=False)
+    st.pilot(1, A, False, 10.0)
+    assert st.tag("SIBLING", 11.0) == [RequestAuthorization("SIBLING")]
+    released = st.authorization("SIBLING", "Accepted", "GROUP", 12.0)
+    assert released == [SetLock(1, False)]
+    assert of(released, TransactionStarted) == []
+
+
+def test_unlock_on_ev_side_disconnect_true_unlocks() -> None:
+    st = charging_station()
+    actions = st.pilot(1, A, False, 10.0)
+    assert SetLock(1, False) in actions
+
+
+def test_card_stop_is_case_insensitive() -> None:
+    st = charging_station()
+    actions = st.tag("tag", 10.0)
+    assert SetPwm(1, None, 0.0) in actions
+    assert st.connectors[1].stopping is not None
+
+
+# --- StartTransaction.conf not Accepted ---------------------------------------------------------------------------
+def test_invalid_id_with_stop_on_invalid_id_stops_deauthorized_and_keeps_cable_locked() -> None:
+    st = charging_station()
+    actions = st.transaction_confirmed(1, "Invalid", None, 5.0)
+    assert SetPwm(1, None, 0.0) in actions
+    done = st.pilot(1, B, False, 6.0)
+    assert of(done, TransactionStopped)[0].reason == StopReason.DEAUTHORIZED
+    assert of(done, SetLock) == []
+    unplugged = st.pilot(1, A, False, 7.0)
+    assert of(unplugged, SetLock) == []  # held until the owner comes back (errata 3.5)
+    assert st.tag("TAG", 8.0) == [SetLock(1, False)]
+
+
+def test_invalid_id_without_stop_only_withholds_energy() -> None:
+    st = charging_station(StopTransactionOnInvalidId=False)
+    actions = st.transaction_confirmed(1, "Blocked", None, 5.0)
+    assert SetPwm(1, None, 0.0) in actions
+    assert of(actions, TransactionStopped) == []
+    assert st.connectors[1].tx is not None
+    st.pilot(1, B, False, 6.0)
+    assert st.connectors[1].status == Status.SUSPENDED_EVSE
+
+
+def test_max_energy_on_invalid_id_lets_the_ev_charge_up_to_the_cap() -> None:
+    st = charging_station(StopTransactionOnInvalidId=False, MaxEnergyOnInvalidId=500)
+    assert st.transaction_confirmed(1, "Invalid", None, 5.0) == []
+    assert st.meter(1, 499.0, 7000.0, 6.0) == []
+    capped = st.meter(1, 500.0, 7000.0, 7.0)
+    assert SetPwm(1, None, 0.0) in capped
+    assert statuses(capped) == [Status.SUSPENDED_EVSE]
+
+
+def test_max_energy_with_stop_on_invalid_id_stops_at_the_cap() -> None:
+    st = charging_station(MaxEnergyOnInvalidId=500)
+    assert st.transaction_confirmed(1, "Expired", None, 5.0) == []
+    capped = st.meter(1, 600.0, 7000.0, 7.0)
+    assert SetPwm(1, None, 0.0) in capped
+    done = st.pilot(1, B, False, 8.0)
+    assert of(done, TransactionStopped)[0].reason == StopReason.DEAUTHORIZED
+
+
+def test_confirmed_parent_lets_a_sibling_card_stop() -> None:
+    st, _ = new_station()
+    st.pilot(1, B, False, 1.0)
+    authorize(st, "TAG", 1.0)
+    st.pilot(1, C, False, 2.0)
+    assert st.transaction_confirmed(1, "Accepted", "FLEET", 3.0) == []
+    st.tag("OTHER", 4.0)
+    actions = st.authorization("OTHER", "Accepted", "FLEET", 5.0)
+    assert SetPwm(1, None, 0.0) in actions
+    assert st.connectors[1].stopping is not None and st.connectors[1].stopping[1] == "OTHER"
+
+
+# --- ConnectionTimeOut for plug first (errata 3.20, B6) ----------------------------------------------------------
+def test_plug_first_timeout_goes_to_finishing_with_several_connectors() -> None:
+    st, _ = new_station(connectors=2, ConnectionTimeOut=30)
+    st.pilot(1, B, False, 1.0)
+    assert st.next_deadline() == 31.0
+    assert statuses(st.tick(30.0)) == []
+    assert statuses(st.tick(31.0)) == [Status.FINISHING]
+    # The next card does not start on that cable: it waits for a plug on a free connector.
+    assert authorize(st, "TAG", 32.0) == []
+    assert st.connectors[1].tx is None
+    # Unplug and plug again: Preparing again.
+    st.pilot(1, A, False, 40.0)
+    assert statuses(st.pilot(1, B, False, 41.0)) == [Status.PREPARING]
+
+
+def test_plug_first_without_timeout_on_a_single_connector() -> None:
+    st, _ = new_station(ConnectionTimeOut=30)
+    st.pilot(1, B, False, 1.0)
+    assert st.next_deadline() is None
+    assert st.tick(100.0) == []
+    assert of(authorize(st, "TAG", 101.0), TransactionStarted)
+
+
+def test_resumed_transaction_commands_the_lock_again() -> None:
+    st, _ = new_station()
+    actions = st.resume_transaction(1, "TAG", 100.0, "GROUP")
+    assert actions == [SetLock(1, True)]
+    st.pilot(1, C, False, 1.0)
+    assert st.connectors[1].tx is not None and st.connectors[1].tx.parent_id_tag == "GROUP"
