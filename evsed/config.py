@@ -57,6 +57,9 @@ class HardwareConfig:
     voltage_v: float = 230.0
     # Sim only: how often the simulated meter reports (the real one is polled at this rate too).
     meter_poll_interval_s: float = 1.0
+    # Tethered cable: no socket lock, so UnlockConnector answers NotSupported and UnlockConnectorOnEVSideDisconnect
+    # is read-only false (OCPP 1.6 errata 3.83).
+    fixed_cable: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,15 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class SystemConfig:
+    # argv run for a Hard Reset (e.g. ("systemctl", "reboot")); None = re-execute evsed.
+    reset_command: tuple[str, ...] | None = None
+    # After a restart with a transaction open and the EV still connected: resume it (True) or stop it with
+    # reason PowerLoss/Reboot (False).
+    resume_transactions: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     charge_point: ChargePointConfig
@@ -81,6 +93,7 @@ class Config:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
 
 
 # One checker per key: (type name, predicate, required, default). Defaults that are None mean "optional".
@@ -118,6 +131,25 @@ def _choice(*options: Any) -> _Check:
         return None
 
     return check
+
+
+def _boolean(v: Any) -> str | None:
+    if not isinstance(v, bool):
+        return f"expected a boolean (true or false), got {_tname(v)}"
+    return None
+
+
+def _argv(v: Any) -> str | None:
+    if not isinstance(v, list):
+        return f"expected an array of strings (program and arguments), got {_tname(v)}"
+    if not v:
+        return "must not be empty (the first item is the program to run)"
+    for i, item in enumerate(v, 1):
+        if not isinstance(item, str):
+            return f"item {i}: expected a string, got {_tname(item)}"
+        if not item.strip():
+            return f"item {i}: must not be empty"
+    return None
 
 
 def _ws_url(v: Any) -> str | None:
@@ -165,9 +197,14 @@ _SCHEMA: dict[str, dict[str, tuple[_Check, bool]]] = {
         "phases": (_choice(1, 3), False),
         "voltage_v": (_number(100, 400), False),
         "meter_poll_interval_s": (_number(0.1, 60), False),
+        "fixed_cable": (_boolean, False),
     },
     "storage": {"dir": (_path, False)},
     "control": {"socket": (_path, False)},
+    "system": {
+        "reset_command": (_argv, False),
+        "resume_transactions": (_boolean, False),
+    },
 }
 _REQUIRED_TABLES = ("charge_point", "ocpp")
 
@@ -201,7 +238,7 @@ def parse(data: dict[str, Any], path: str | Path = "<config>") -> Config:
         if table not in data:
             raise ConfigError(path, table, "required table is missing")
     values: dict[str, dict[str, Any]] = {}
-    ocpp_keys: dict[str, Any] = {}
+    raw_ocpp_keys: dict[str, Any] = {}
     for table, keys in _SCHEMA.items():
         section = data.get(table, {})
         if not isinstance(section, dict):
@@ -211,21 +248,25 @@ def parse(data: dict[str, Any], path: str | Path = "<config>") -> Config:
             if table == "ocpp" and key == "config":
                 if not isinstance(value, dict):
                     raise ConfigError(path, "ocpp.config", f"expected a table, got {_tname(value)}")
-                for ck, cv in value.items():
-                    try:
-                        ocpp_keys[ck] = validate_initial(ck, cv)
-                    except ConfigKeyError as exc:
-                        raise ConfigError(path, f"ocpp.config.{ck}", str(exc)) from None
+                raw_ocpp_keys = value  # checked below, once the connector count is known
                 continue
             if key not in keys:
                 raise ConfigError(path, f"{table}.{key}", "unknown key")
             check, _ = keys[key]
             if (problem := check(value)) is not None:
                 raise ConfigError(path, f"{table}.{key}", problem)
-            values[table][key] = value
+            values[table][key] = tuple(value) if isinstance(value, list) else value
         for key, (_, required) in keys.items():
             if required and key not in values[table]:
                 raise ConfigError(path, f"{table}.{key}", "required key is missing")
+    connectors = values["hardware"].get("connectors", HardwareConfig.connectors)
+    ocpp_keys: dict[str, Any] = {}
+    for ck, cv in raw_ocpp_keys.items():
+        try:
+            ocpp_keys[ck] = validate_initial(ck, cv, connectors)
+        except ConfigKeyError as exc:
+            # The key rules never quote a secret (AuthorizationKey) value, so the message is safe to print.
+            raise ConfigError(path, f"ocpp.config.{ck}", str(exc)) from None
     ocpp = values["ocpp"]
     if ocpp.get("reconnect_min_s", 1.0) > ocpp.get("reconnect_max_s", 60.0):
         raise ConfigError(path, "ocpp.reconnect_min_s", "must not exceed ocpp.reconnect_max_s")
@@ -236,4 +277,5 @@ def parse(data: dict[str, Any], path: str | Path = "<config>") -> Config:
         hardware=HardwareConfig(**values["hardware"]),
         storage=StorageConfig(**values["storage"]),
         control=ControlConfig(**values["control"]),
+        system=SystemConfig(**values["system"]),
     )

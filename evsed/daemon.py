@@ -4,16 +4,21 @@ runs their lifecycle (safe state first, READY, watchdog, graceful stop)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from evsed.board.interface import (
     BoardEvent,
+    Device,
     DeviceFault,
+    LockFeedback,
     MeterReading,
     PilotChanged,
     TagRead,
@@ -22,19 +27,29 @@ from evsed.board.sim import SimBoard
 from evsed.config import Config
 from evsed.control.server import ControlServer, RequestError
 from evsed.core import station as st
+from evsed.core.authorization import Authorizer
 from evsed.core.pilot import PilotState
 from evsed.core.safety import SafetySupervisor
 from evsed.ocpp.client import OcppClient
 from evsed.ocpp.configkeys import ConfigKeys
+from evsed.ocpp.datatransfer import DataTransferRegistry
+from evsed.ocpp.metering import Measurement
 from evsed.ocpp.schema import Validator
-from evsed.ocpp.session import Identity, Measurement, OcppSession
+from evsed.ocpp.session import Identity, OcppSession
 from evsed.store.db import Store, TransactionRow
 
 log = logging.getLogger("evsed")
 
 GRACEFUL_STOP_S = 5.0
+# A Soft reset gives EVs the full IEC 61851 time to stop drawing; a Hard reset only a moment.
+SOFT_RESET_EV_WAIT_S = st.STOP_UNDER_LOAD_TIMEOUT_S
+RESET_DELIVERY_S = 5.0
 METER_PERSIST_INTERVAL_S = 60.0
+UNLOCK_TIMEOUT_S = 2.0
 CLEAN_SHUTDOWN = "clean_shutdown"
+AVAILABILITY = "availability.{}"
+# Our own DataTransfer vendorId: operators can read the charger's status through their CSMS.
+EVSED_VENDOR_ID = "org.evsed"
 
 
 class BackendUnavailable(Exception):
@@ -80,16 +95,25 @@ class Daemon:
         self.cfg = cfg
         self.store = Store(cfg.storage.database)
         n = cfg.hardware.connectors
-        self.keys = ConfigKeys(self.store, cfg.ocpp.config, n)
+        self.keys = ConfigKeys(self.store, cfg.ocpp.config, n, fixed_cable=cfg.hardware.fixed_cable,
+                               message_timeout_s=math.ceil(cfg.ocpp.call_timeout_s))
         self.board = build_board(cfg, self.store.meter_registers())
         self.supervisor = SafetySupervisor(self.board, self._from_board_thread, n)
-        self.station = st.Station(n, cfg.hardware.max_current_a, self.keys)
+        self.station = st.Station(n, cfg.hardware.max_current_a, self.keys, fixed_cable=cfg.hardware.fixed_cable)
+        self.station.restore_availability(self._persisted_availability())
         self.meters: dict[int, MeterReading] = {}
+        self.data_transfer = DataTransferRegistry()
+        self.data_transfer.register(EVSED_VENDOR_ID, self._vendor_data_transfer, message_ids=["Status"])
         cp = cfg.charge_point
         self.session = OcppSession(
             Identity(cp.id, cp.vendor, cp.model, cp.serial_number, cp.firmware_version),
             self.keys, self.store, self, Validator("v16"), connectors=n, now=time.monotonic(),
-            wall_offset=time.time() - time.monotonic(), call_timeout_s=cfg.ocpp.call_timeout_s)
+            wall_offset=time.time() - time.monotonic(), authorizer=Authorizer(self.keys, self.store),
+            data_transfer=self.data_transfer)
+        # Charging profiles carried by RemoteStartTransaction, kept for the smart-charging engine.
+        self.remote_start_profiles: dict[int, dict[str, Any]] = {}
+        self.reset_requested: str | None = None
+        self._unlock_waiting: dict[int, tuple[Callable[[str], None], asyncio.TimerHandle | None]] = {}
         self.client = OcppClient(self.session, cfg.ocpp.url, reconnect_min_s=cfg.ocpp.reconnect_min_s,
                                  reconnect_max_s=cfg.ocpp.reconnect_max_s,
                                  ping_interval=lambda: float(self.keys["WebSocketPingInterval"]))
@@ -131,28 +155,39 @@ class Daemon:
         return 0
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
-        """Within GRACEFUL_STOP_S: end transactions (reason Reboot), open contactors, deliver, close."""
-        deadline = time.monotonic() + GRACEFUL_STOP_S - 0.5
+        """End transactions (Reboot, or SoftReset/HardReset), open contactors, deliver what is queued, close.
+
+        On SIGTERM all of it fits in GRACEFUL_STOP_S (systemd's stop timeout is longer); a Soft reset gives EVs
+        the full time to stop drawing so the contactors open without load."""
+        start = time.monotonic()
+        reset = self.reset_requested
+        if reset is None:
+            ev_wait, deliver_until = 1.0, start + GRACEFUL_STOP_S - 1.5
+            reason = st.StopReason.REBOOT
+        else:
+            ev_wait = SOFT_RESET_EV_WAIT_S if reset == "Soft" else 1.0
+            deliver_until = start + ev_wait + RESET_DELIVERY_S
+            reason = st.StopReason.SOFT_RESET if reset == "Soft" else st.StopReason.HARD_RESET
         self.notifier.notify("STOPPING=1")
         running = [cid for cid in self.station.connectors if self.session.active_transaction(cid) is not None]
-        log.info("stopping: ending %d transaction(s) and opening contactors", len(running))
-        for cid in running:
-            self._apply(self.station.stop(cid, st.StopReason.REBOOT, time.monotonic()))
+        log.info("stopping%s: ending %d transaction(s) (%s) and opening contactors",
+                 f" for a {reset} reset" if reset else "", len(running), reason)
+        self._apply(self.station.stop_all(reason, time.monotonic()))
         # Give EVs a moment to stop drawing (C -> B) so the contactors open without load.
         while any(c.stopping is not None for c in self.station.connectors.values()) and \
-                time.monotonic() < deadline - 3.5:
+                time.monotonic() < start + ev_wait:
             await asyncio.sleep(0.02)
         self._apply(self.station.finish_stops(time.monotonic()))
         self.supervisor.safe_state()
         self._persist_meters(time.monotonic())
         # Deliver what is queued while the CSMS is there; what is left stays persisted for the next start.
-        while self.session.connected and self.store.queue_length() and time.monotonic() < deadline - 1.0:
+        while self.session.connected and self.store.queue_length() and time.monotonic() < deliver_until:
             await asyncio.sleep(0.02)
         if self.store.queue_length():
             log.info("stopping: %d transaction message(s) stay queued for the next start",
                      self.store.queue_length())
         try:
-            await asyncio.wait_for(self.client.close(), max(0.1, deadline - time.monotonic()))
+            await asyncio.wait_for(self.client.close(), max(0.1, deliver_until + 0.5 - time.monotonic()))
         except TimeoutError:
             log.warning("stopping: the CSMS did not complete the close handshake")
         for task in tasks:
@@ -194,18 +229,30 @@ class Daemon:
             self._apply(self.station.pilot(event.connector, event.state, event.diode_fault, now))
         elif isinstance(event, MeterReading):
             self.meters[event.connector] = event
-            self.station.meter(event.connector, event.energy_wh, event.power_w)
-            if now - self._meter_saved_at >= METER_PERSIST_INTERVAL_S:
+            self._apply(self.station.meter(event.connector, event.energy_wh, event.power_w, now))
+            if now - self._meter_saved_at >= self._meter_persist_interval():
                 self._persist_meters(now)
         elif isinstance(event, DeviceFault):
             level = logging.WARNING if event.active else logging.INFO
             log.log(level, "connector %d: %s %s: %s", event.connector, event.device,
                     "failed" if event.active else "recovered", event.info)
+            if event.device == Device.LOCK and event.active:
+                self._unlock_answer(event.connector, "UnlockFailed")
             self._apply(self.station.device_fault(event.connector, str(event.device), event.error_code,
                                                   event.active, event.info, now))
+        elif isinstance(event, LockFeedback):
+            if not event.locked:
+                self._unlock_answer(event.connector, "Unlocked")
+            elif event.connector in self._unlock_waiting:
+                self._unlock_answer(event.connector, "UnlockFailed")
         elif isinstance(event, TagRead):
             log.info("reader: card %s", event.id_tag)
             self._apply(self.station.tag(event.id_tag, now))
+
+    def _meter_persist_interval(self) -> float:
+        """The last register is persisted at least every MeterValueSampleInterval (for a PowerLoss stop)."""
+        interval = int(self.keys["MeterValueSampleInterval"])
+        return min(METER_PERSIST_INTERVAL_S, float(interval)) if interval > 0 else METER_PERSIST_INTERVAL_S
 
     def _persist_meters(self, now: float) -> None:
         """Meter registers and the running transactions' last reading, for a restart after a power cut."""
@@ -221,18 +268,29 @@ class Daemon:
         row = self._orphans.pop(event.connector, None)
         if row is None:
             return
-        if event.state not in (PilotState.A, PilotState.E, PilotState.F):
+        plugged = event.state not in (PilotState.A, PilotState.E, PilotState.F)
+        if plugged and self.cfg.system.resume_transactions:
             log.info("connector %d: EV still connected, resuming transaction %d", row.connector, row.local_id)
-            self.station.resume_transaction(row.connector, row.id_tag, row.meter_start_wh)
-            self.session.config_changed("MeterValueSampleInterval", self.keys["MeterValueSampleInterval"], now)
+            self._apply(self.station.resume_transaction(row.connector, row.id_tag, row.meter_start_wh,
+                                                        row.parent_id_tag))
+            self.session.transaction_resumed(row.connector, row.local_id, now)
             return
         reason = st.StopReason.REBOOT if self._last_exit_clean else st.StopReason.POWER_LOSS
-        log.info("connector %d: EV gone after restart, closing transaction %d (%s, meterStop %.0f Wh)",
-                 row.connector, row.local_id, reason, row.last_meter_wh)
+        log.info("connector %d: %s after restart, closing transaction %d (%s, meterStop %.0f Wh)",
+                 row.connector, "EV gone" if not plugged else "not resuming", row.local_id, reason,
+                 row.last_meter_wh)
         # Stamped with the last moment the previous run is known to have been alive.
         stamp = row.last_meter_at or row.started_at
         self.session.close_transaction(row.local_id, row.last_meter_wh, stamp, reason, None)
         self.client.kick()
+
+    def _persisted_availability(self) -> dict[int, bool]:
+        out: dict[int, bool] = {}
+        for cid in range(0, self.cfg.hardware.connectors + 1):
+            value = self.store.get_state(AVAILABILITY.format(cid))
+            if value is not None:
+                out[cid] = value == "Operative"
+        return out
 
     # --- station actions ----------------------------------------------------------------------------------
     def _apply(self, actions: list[st.Action]) -> None:
@@ -254,7 +312,7 @@ class Daemon:
             elif isinstance(a, st.TransactionStarted):
                 log.info("connector %d: transaction started for %s at %.0f Wh", a.connector, a.id_tag,
                          a.meter_wh)
-                self.session.transaction_started(a.connector, a.id_tag, a.meter_wh, a.at)
+                self.session.transaction_started(a.connector, a.id_tag, a.meter_wh, a.at, a.parent_id_tag)
             elif isinstance(a, st.TransactionStopped):
                 log.info("connector %d: transaction stopped (%s) at %.0f Wh", a.connector, a.reason,
                          a.meter_wh)
@@ -265,33 +323,98 @@ class Daemon:
                 self.session.status_changed(a.connector, str(a.status), a.error_code, a.info, now)
             elif isinstance(a, st.AuthorizationRejected):
                 log.info("reader: card %s not accepted (%s)", a.id_tag, a.status)
+            elif isinstance(a, st.AvailabilityChanged):
+                self.store.set_state(AVAILABILITY.format(a.connector), "Operative" if a.operative else "Inoperative")
+            elif isinstance(a, st.UnlockDone):
+                self._arm_unlock_timeout(a.connector)
         self.client.kick()
 
     # --- Controller port for the OCPP session --------------------------------------------------------------
     def can_remote_start(self, connector: int | None) -> bool:
-        cs = self.station.connectors
-        candidates = list(cs.values()) if connector is None else [cs[connector]] if connector in cs else []
-        return any(c.available and not c.faults and c.tx is None and c.prepared is None for c in candidates)
+        return self.station.can_start(connector)
 
-    def remote_start(self, connector: int | None, id_tag: str) -> bool:
+    def remote_start(self, connector: int | None, id_tag: str, charging_profile: dict[str, Any] | None) -> bool:
         ok, actions = self.station.remote_start(connector, id_tag, time.monotonic())
+        if ok and charging_profile is not None:
+            target = connector or next((a.connector for a in actions if isinstance(a, st.TransactionStarted)), 0)
+            if target:
+                # Not applied yet: the smart-charging engine will pick it up when it exists.
+                self.remote_start_profiles[target] = charging_profile
         self._apply(actions)
         return ok
 
     def remote_stop(self, connector: int) -> None:
         self._apply(self.station.stop(connector, st.StopReason.REMOTE, time.monotonic()))
 
-    def deauthorize(self, connector: int) -> None:
-        self._apply(self.station.stop(connector, st.StopReason.DEAUTHORIZED, time.monotonic()))
+    def transaction_confirmed(self, connector: int, status: str, parent_id_tag: str | None) -> None:
+        if status != "Accepted":
+            log.info("connector %d: the CSMS did not accept the idTag (%s); %s", connector, status,
+                     "stopping" if bool(self.keys["StopTransactionOnInvalidId"]) else "withholding energy")
+        self._apply(self.station.transaction_confirmed(connector, status, parent_id_tag, time.monotonic()))
 
     def authorization_result(self, id_tag: str, status: str, parent_id_tag: str | None) -> None:
         self._apply(self.station.authorization(id_tag, status, parent_id_tag, time.monotonic()))
 
+    def change_availability(self, connector: int, operative: bool) -> str:
+        result, actions = self.station.change_availability(connector, operative, time.monotonic())
+        log.info("ChangeAvailability connector %d %s: %s", connector, "Operative" if operative else "Inoperative",
+                 result)
+        self._apply(actions)
+        return result
+
+    @property
+    def reset_retries(self) -> int:
+        return int(self.keys["ResetRetries"])
+
+    def reset(self, kind: str) -> str:
+        if self.reset_requested is not None:
+            return "Rejected"  # one is already under way
+        log.info("%s reset requested by the CSMS", kind)
+        self.reset_requested = kind
+        # After this handler returns, so the Reset.conf goes out before the transactions are stopped.
+        asyncio.get_running_loop().call_soon(self._stop.set)
+        return "Accepted"
+
+    def unlock_connector(self, connector: int, reply: Callable[[str], None]) -> str | None:
+        status, actions = self.station.unlock(connector, time.monotonic())
+        if status != "Accepted":
+            return status
+        previous = self._unlock_waiting.pop(connector, None)
+        if previous is not None:
+            previous[0]("UnlockFailed")  # superseded by this request
+        self._unlock_waiting[connector] = (reply, None)
+        self._apply(actions)
+        return None
+
+    def _arm_unlock_timeout(self, connector: int) -> None:
+        waiting = self._unlock_waiting.get(connector)
+        if waiting is None or waiting[1] is not None or self._loop is None:
+            return
+        timer = self._loop.call_later(UNLOCK_TIMEOUT_S, self._unlock_answer, connector, "UnlockFailed")
+        self._unlock_waiting[connector] = (waiting[0], timer)
+
+    def _unlock_answer(self, connector: int, status: str) -> None:
+        waiting = self._unlock_waiting.get(connector)
+        if waiting is None or (waiting[1] is None and status == "Unlocked"):
+            return  # no request, or the lock moved for another reason before the unlock was commanded
+        del self._unlock_waiting[connector]
+        if waiting[1] is not None:
+            waiting[1].cancel()
+        log.info("connector %d: UnlockConnector: %s", connector, status)
+        waiting[0](status)
+        self.client.kick()
+
+    def _vendor_data_transfer(self, message_id: str | None, data: str | None) -> tuple[str, str | None]:
+        return "Accepted", json.dumps(self.status(), separators=(",", ":"))
+
     def measurement(self, connector: int) -> Measurement:
         c = self.station.connectors[connector]
         m = self.meters.get(connector)
-        current = max(m.current_a) if m else 0.0
-        return Measurement(c.energy_wh, c.power_w, current, c.pwm_amps, m.voltage_v if m else 0.0)
+        phases = self.cfg.hardware.phases
+        voltage = m.voltage_v[:phases] if m else (0.0,) * phases
+        offered_w = c.pwm_amps * sum(voltage) if c.pwm_amps else 0.0
+        return Measurement(c.energy_wh, c.power_w, m.current_a[:phases] if m else (0.0,) * phases, voltage,
+                           c.pwm_amps, round(offered_w, 1), m.frequency_hz if m else None)
 
     def statuses(self) -> dict[int, tuple[str, str, str]]:
         out = {0: (str(self.station.cp_status[0]), self.station.cp_status[1], "")}
@@ -336,7 +459,29 @@ class Daemon:
             return self.status()
         if cmd == "sim":
             return self._sim(req)
+        if cmd == "datatransfer":
+            return await self._data_transfer_to_csms(req)
         raise RequestError(f"unknown command {cmd!r}")
+
+    async def _data_transfer_to_csms(self, req: dict[str, Any]) -> Any:
+        vendor, message_id, data = req.get("vendor_id"), req.get("message_id"), req.get("data")
+        if not isinstance(vendor, str) or not 0 < len(vendor) <= 255:
+            raise RequestError("vendorId must be 1 to 255 characters")
+        if message_id is not None and (not isinstance(message_id, str) or len(message_id) > 50):
+            raise RequestError("messageId must be at most 50 characters")
+        if data is not None and not isinstance(data, str):
+            raise RequestError("data must be a string")
+        done: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        def finished(result: dict[str, Any] | None) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        self.session.send_data_transfer(vendor, message_id, data, time.monotonic(), finished)
+        self.client.kick()
+        result = await asyncio.wait_for(done, float(self.keys["MessageTimeout"]) + 5)
+        if result is None:
+            raise RequestError("the CSMS is not reachable or did not answer")
+        return result
 
     def _sim(self, req: dict[str, Any]) -> Any:
         board = self.board

@@ -208,9 +208,10 @@ def test_tmpfiles_only_touches_existing_config() -> None:
 CONTRACT = {
     "charge_point": {"id", "vendor", "model", "serial_number"},
     "ocpp": {"url", "config"},
-    "hardware": {"backend", "connectors"},
+    "hardware": {"backend", "connectors", "fixed_cable"},
     "storage": {"dir"},
     "control": {"socket"},
+    "system": {"resume_transactions"},
 }
 
 
@@ -223,7 +224,7 @@ def test_example_config_is_toml_with_contract_keys(unit: dict[str, list[tuple[st
     assert data["ocpp"]["url"] == "ws://127.0.0.1:9000/ocpp"
     assert data["ocpp"]["config"] == {"HeartbeatInterval": 60, "MeterValueSampleInterval": 10,
                                       "ConnectionTimeOut": 30}
-    assert data["hardware"] == {"backend": "sim", "connectors": 2}
+    assert data["hardware"] == {"backend": "sim", "connectors": 2, "fixed_cable": False}
     # The paths must lie where the unit lets the sandboxed daemon write.
     assert data["storage"]["dir"] == "/var/lib/" + value(unit, "Service", "StateDirectory")
     runtime = "/run/" + value(unit, "Service", "RuntimeDirectory")

@@ -38,6 +38,14 @@ class ContactorFeedback:
 
 
 @dataclass(frozen=True, slots=True)
+class LockFeedback:
+    """Where the connector lock actually is after a command (a lock motor can fail to move)."""
+
+    connector: int
+    locked: bool
+
+
+@dataclass(frozen=True, slots=True)
 class MeterReading:
     connector: int
     energy_wh: float  # Energy.Active.Import.Register
@@ -63,7 +71,7 @@ class DeviceFault:
     info: str = ""
 
 
-BoardEvent = PilotChanged | ContactorFeedback | MeterReading | TagRead | DeviceFault
+BoardEvent = PilotChanged | ContactorFeedback | LockFeedback | MeterReading | TagRead | DeviceFault
 EventSink = Callable[[BoardEvent], None]
 
 
@@ -80,7 +88,8 @@ class Board(Protocol):
 
     def set_contactor(self, connector: int, closed: bool) -> None: ...
 
-    def set_lock(self, connector: int, locked: bool) -> None: ...
+    def set_lock(self, connector: int, locked: bool) -> None:
+        """Drive the socket lock; the outcome arrives as LockFeedback (and a DeviceFault when it fails)."""
 
     def safe_state(self) -> None:
         """All contactors open, PWM off; callable at any time from any thread, idempotent."""

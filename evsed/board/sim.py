@@ -20,6 +20,7 @@ from evsed.board.interface import (
     Device,
     DeviceFault,
     EventSink,
+    LockFeedback,
     MeterReading,
     PilotChanged,
     TagRead,
@@ -59,6 +60,7 @@ class _Connector:
     pilot_short: bool = False
     meter_offline: bool = False
     lock_failure: bool = False
+    locked: bool = False
     energy_wh: float = 0.0
     power_w: float = 0.0
     current_a: float = 0.0
@@ -129,11 +131,16 @@ class SimBoard:
     def set_lock(self, connector: int, locked: bool) -> None:
         with self._cv:
             c = self._c[connector]
-            if c.lock_failure and not c.lock_fault_reported:
-                c.lock_fault_reported = True
-                self._pending.append(DeviceFault(connector, Device.LOCK, "ConnectorLockFailure", True,
-                                                 "lock motor did not reach position"))
-                self._cv.notify()
+            if c.lock_failure:
+                # A jammed lock stays where it was.
+                if not c.lock_fault_reported:
+                    c.lock_fault_reported = True
+                    self._pending.append(DeviceFault(connector, Device.LOCK, "ConnectorLockFailure", True,
+                                                     "lock motor did not reach position"))
+            else:
+                c.locked = locked
+            self._pending.append(LockFeedback(connector, c.locked))
+            self._cv.notify()
 
     def safe_state(self) -> None:
         with self._cv:
@@ -206,7 +213,7 @@ class SimBoard:
             c = self._c[connector]
             return {"plugged": c.ev.plugged, "wants_energy": c.ev.wants_energy,
                     "max_current_a": c.ev.max_current_a, "phases": c.ev.phases,
-                    "contact_closed": c.contact_closed, "pwm_duty": c.pwm_duty}
+                    "contact_closed": c.contact_closed, "pwm_duty": c.pwm_duty, "locked": c.locked}
 
     # --- internals (called with self._cv held) -----------------------------------------------------------
     def _ev_change(self, connector: int, **changes: object) -> None:

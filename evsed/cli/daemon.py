@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 
 from evsed import __version__
@@ -61,12 +62,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evsed: {cfg.path}: storage.dir: cannot open the database: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(daemon.run())
+        rc = asyncio.run(daemon.run())
     except RuntimeError as exc:  # e.g. another daemon on the control socket
         print(f"evsed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
+    if daemon.reset_requested is not None:
+        return reset(daemon.reset_requested, cfg.system.reset_command, daemon.reset_retries)
+    return rc
+
+
+def reset(kind: str, reset_command: tuple[str, ...] | None, retries: int) -> int:
+    """After the daemon has stopped cleanly: a Hard reset may reboot the host; otherwise re-execute ourselves,
+    which restarts the whole process with or without systemd (same PID, so systemd sees no failure)."""
+    log = logging.getLogger("evsed")
+    if kind == "Hard" and reset_command:
+        log.info("hard reset: running %s", " ".join(reset_command))
+        try:
+            done = subprocess.run(list(reset_command), timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.error("hard reset: %s failed (%s); restarting evsed instead", reset_command[0], exc)
+        else:
+            if done.returncode == 0:
+                return 0
+            log.error("hard reset: %s exited with %d; restarting evsed instead", reset_command[0], done.returncode)
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    for attempt in range(retries + 1):
+        log.info("%s reset: restarting evsed", kind.lower())
+        logging.shutdown()
+        try:
+            os.execv(sys.executable, argv)
+        except OSError as exc:  # ResetRetries: try again before giving up (systemd then restarts us)
+            print(f"evsed: re-exec failed (attempt {attempt + 1}): {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

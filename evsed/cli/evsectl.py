@@ -20,6 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="show the charge point's state")
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    dt = sub.add_parser("data-transfer", help="send a DataTransfer.req to the CSMS and print its answer")
+    dt.add_argument("vendor_id")
+    dt.add_argument("--message-id")
+    dt.add_argument("--data")
     sim = sub.add_parser("sim", help="drive the simulated board")
     ss = sim.add_subparsers(dest="action", required=True)
     plug = ss.add_parser("plug", help="plug an EV in (state B)")
@@ -80,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(contract_status(result)))
             else:
                 _print_status(result)
+            return 0
+        if args.command == "data-transfer":
+            answer = request(args.socket, {"cmd": "datatransfer", "vendor_id": args.vendor_id,
+                                           "message_id": args.message_id, "data": args.data}, timeout=90.0)
+            print(json.dumps(answer))
             return 0
         req: dict[str, Any] = {"cmd": "sim", "action": args.action}
         if args.action == "swipe":

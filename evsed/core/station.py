@@ -89,6 +89,7 @@ class TransactionStarted:
     id_tag: str
     meter_wh: float
     at: float
+    parent_id_tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,7 +546,7 @@ class Station:
         c.finishing = False
         c.ever_charged = False
         c.lock_owner = None
-        return [*self._lock(c, True), TransactionStarted(c.id, id_tag, c.energy_wh, now), *self._update(c, now)]
+        return [*self._lock(c, True), TransactionStarted(c.id, id_tag, c.energy_wh, now, parent), *self._update(c, now)]
 
     def _request_stop(self, c: Connector, reason: StopReason, id_tag: str | None, now: float) -> list[Action]:
         c.stopping = (reason, id_tag, now + STOP_UNDER_LOAD_TIMEOUT_S)

@@ -5,10 +5,13 @@ into a ``Controller`` (the charging core's port) for remote commands and authori
 WebSocket adapter (``ocpp.client``) only moves frames and calls ``tick`` at ``next_deadline``.
 
 Rules kept here:
-- at most one outstanding CALL; a handler never waits for an outgoing CALL;
+- at most one outstanding CALL; a handler never waits for an outgoing CALL (a few answers are deferred:
+  UnlockConnector waits for the lock, and is answered later through ``reply``);
 - transaction messages (Start/Stop/MeterValues) are written to the store before they are sent and leave it
-  only when the CSMS answered, in order, with the CSMS transactionId filled in at send time;
-- while not Accepted, nothing but BootNotification is sent.
+  only when the CSMS answered, in order, with the CSMS transactionId filled in at send time (-1 when the
+  StartTransaction could never be delivered, errata 3.18);
+- while not Accepted, nothing but BootNotification is sent; while Rejected, CSMS requests are not answered;
+- other messages are not kept while offline: statuses are re-sent after a reconnect instead.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from evsed.ocpp import rpc
-from evsed.ocpp.configkeys import ConfigKeys
+from evsed.core.authorization import Authorizer, IdTagInfo
+from evsed.ocpp import metering, rpc
+from evsed.ocpp.configkeys import ConfigKeys, redact
+from evsed.ocpp.datatransfer import DataTransferRegistry
+from evsed.ocpp.metering import Measurement
 from evsed.ocpp.schema import Validator
 from evsed.store.db import QueuedMessage, Store
 
@@ -30,8 +36,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BOOT_RETRY_S = 30.0
 TRANSACTION_ACTIONS = frozenset({"StartTransaction", "MeterValues", "StopTransaction"})
-_UNITS = {"Energy.Active.Import.Register": "Wh", "Power.Active.Import": "W", "Current.Import": "A",
-          "Current.Offered": "A", "Voltage": "V"}
+# A StatusNotification the CSMS failed to answer is tried again this long after, this many times.
+STATUS_RETRY_S = 10.0
+STATUS_ATTEMPTS = 3
+# Transaction id for transaction messages whose StartTransaction was never confirmed (errata 3.18).
+UNKNOWN_TRANSACTION_ID = -1
+# Not allowed while the registration is Pending (section 4.2.1).
+_NOT_WHILE_PENDING = frozenset({"RemoteStartTransaction", "RemoteStopTransaction"})
+
+
+class _Deferred:
+    """Returned by a handler whose answer comes later through OcppSession.reply."""
+
+
+DEFERRED = _Deferred()
+Reply = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -43,26 +62,23 @@ class Identity:
     firmware_version: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    energy_wh: float
-    power_w: float
-    current_a: float
-    offered_a: float
-    voltage_v: float
-
-
 class Controller(Protocol):
-    """What the session may ask of the charging core."""
+    """What the session may ask of the charging core and the daemon."""
 
     def can_remote_start(self, connector: int | None) -> bool: ...
-    def remote_start(self, connector: int | None, id_tag: str) -> bool: ...
+    def remote_start(self, connector: int | None, id_tag: str, charging_profile: dict[str, Any] | None) -> bool: ...
     def remote_stop(self, connector: int) -> None: ...
-    def deauthorize(self, connector: int) -> None: ...
+    def transaction_confirmed(self, connector: int, status: str, parent_id_tag: str | None) -> None:
+        """StartTransaction.conf for the transaction running on this connector."""
     def authorization_result(self, id_tag: str, status: str, parent_id_tag: str | None) -> None: ...
     def measurement(self, connector: int) -> Measurement: ...
     def statuses(self) -> dict[int, tuple[str, str, str]]:
         """(status, errorCode, info) of connector 0 (the charge point) and of every connector."""
+    def change_availability(self, connector: int, operative: bool) -> str: ...
+    def reset(self, kind: str) -> str:
+        """Accepted or Rejected; the reset itself happens after the answer has been sent."""
+    def unlock_connector(self, connector: int, reply: Callable[[str], None]) -> str | None:
+        """UnlockStatus now, or None when ``reply`` will be called with it later."""
 
 
 @dataclass
@@ -81,22 +97,26 @@ def iso(ts: float) -> str:
 
 def parse_iso(text: str) -> float | None:
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, TypeError):
         return None
+    # OCPP times are UTC; a CSMS that omits the zone still means UTC, not the charger's local time.
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 class OcppSession:
     def __init__(self, identity: Identity, keys: ConfigKeys, store: Store, controller: Controller,
                  validator: Validator, *, connectors: int, now: float, wall_offset: float,
-                 call_timeout_s: float = 30.0, rng: random.Random | None = None) -> None:
+                 authorizer: Authorizer | None = None, data_transfer: DataTransferRegistry | None = None,
+                 rng: random.Random | None = None) -> None:
         self.identity = identity
         self.keys = keys
         self.store = store
         self.controller = controller
         self.validator = validator
         self.connectors = connectors
-        self.call_timeout_s = call_timeout_s
+        self.authorizer = authorizer or Authorizer(keys, store)
+        self.data_transfer = data_transfer or DataTransferRegistry()
         self.wall_offset = wall_offset  # wall clock = monotonic + offset; the CSMS's currentTime adjusts it
         self.outbox: list[str] = []
         self.connected = False
@@ -104,21 +124,31 @@ class OcppSession:
         self._rng = rng or random.Random()
         self._pending: _Pending | None = None
         self._normal: deque[tuple[str, dict[str, Any], Any]] = deque()
-        self._status_unsent: dict[int, tuple[str, str, str, float]] = {}
+        # connector -> (status, errorCode, info, changed at, due, attempts); sent once due (MinimumStatusDuration)
+        self._status_unsent: dict[int, tuple[str, str, str, float, float, int]] = {}
+        self._status_sent: dict[int, tuple[str, str]] = {}
         self._next_boot = now
         self._last_sent = now
         self._tx_retry_at = now
         self._active: dict[int, int] = {}  # connector -> local transaction id
         self._sample_at: dict[int, float] = {}
-        self._handlers: dict[str, Callable[[dict[str, Any], float], dict[str, Any]]] = {
+        self._aligned_at: float | None = None  # monotonic time of the next clock-aligned sample
+        self._calling: str | None = None  # unique id of the CALL being handled (for deferred answers)
+        self._handlers: dict[str, Callable[[dict[str, Any], float], dict[str, Any] | _Deferred]] = {
             "RemoteStartTransaction": self._on_remote_start,
             "RemoteStopTransaction": self._on_remote_stop,
             "GetConfiguration": self._on_get_configuration,
             "ChangeConfiguration": self._on_change_configuration,
+            "ChangeAvailability": self._on_change_availability,
+            "ClearCache": self._on_clear_cache,
+            "DataTransfer": self._on_data_transfer,
+            "Reset": self._on_reset,
+            "UnlockConnector": self._on_unlock_connector,
         }
         self.on_event: Callable[[str, dict[str, Any]], None] = lambda kind, data: None
         for row in store.open_transactions():
             self._active[row.connector] = row.local_id
+        self._schedule_aligned(now)
 
     # --- clock --------------------------------------------------------------------------------------------
     def wall(self, now: float) -> float:
@@ -127,28 +157,40 @@ class OcppSession:
     def timestamp(self, now: float) -> str:
         return iso(self.wall(now))
 
+    def _set_wall_clock(self, current_time: Any, now: float) -> None:
+        current = parse_iso(str(current_time)) if current_time is not None else None
+        if current is not None:
+            self.wall_offset = current - now
+            self._schedule_aligned(now)
+
     # --- connection events --------------------------------------------------------------------------------
     def connection_opened(self, now: float) -> None:
         self.connected = True
         self._pending = None
-        if self.registration != "Accepted":
-            self._next_boot = now
-        else:
+        if self.registration == "Accepted":
             # After an outage the CSMS should hear the current state of every connector again.
             self._queue_all_statuses(now)
+        elif self.registration != "Rejected" or now >= self._next_boot:
+            # A Rejected charge point stays silent until the interval it was given has passed.
+            self._next_boot = now
         self._tx_retry_at = now
         self._pump(now)
 
     def connection_lost(self, now: float) -> None:
         self.connected = False
-        if self._pending is not None and self._pending.action == "Authorize":
-            self._authorize_offline(self._pending.payload["idTag"], self._pending.context)
-        self._pending = None
-        # Authorize requests cannot wait for the connection; decide them by the offline rules now.
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._fail_offline(pending.action, pending.payload, pending.context, now)
+        # Nothing but transaction messages is kept while offline; decide or fail the rest now.
         while self._normal:
             action, payload, context = self._normal.popleft()
-            if action == "Authorize":
-                self._authorize_offline(payload["idTag"], context)
+            self._fail_offline(action, payload, context, now)
+
+    def _fail_offline(self, action: str, payload: dict[str, Any], context: Any, now: float) -> None:
+        if action == "Authorize":
+            self._authorize_offline(payload["idTag"], context, now)
+        elif action == "DataTransfer" and callable(context):
+            context(None)
 
     # --- incoming frames ----------------------------------------------------------------------------------
     def receive(self, text: str | bytes, now: float) -> None:
@@ -164,6 +206,8 @@ class OcppSession:
                     self._on_failure(p, now, rejected=True)
                     self._pump(now)
                 return
+            if self.registration == "Rejected":
+                return
             # OCPP-J 2.0.1 part 4 section 4.2.3 (1.6 is silent): "-1" when the MessageId cannot be read.
             self._send(err.to_call_error(err.unique_id if err.unique_id is not None else "-1"))
             return
@@ -176,19 +220,30 @@ class OcppSession:
         self._pump(now)
 
     def _handle_call(self, call: rpc.Call, now: float) -> None:
+        if self.registration == "Rejected":
+            # Section 4.2: while Rejected the charge point SHALL NOT respond to CSMS-initiated messages.
+            log.info("ocpp: %s from CSMS ignored: registration Rejected", call.action)
+            return
         try:
             if not self.validator.knows(call.action):
                 raise rpc.RpcError(rpc.ErrorCode.NOT_IMPLEMENTED, f"unknown action {call.action}")
             self.validator.validate_request(call.action, call.payload)
             handler = self._handlers.get(call.action)
             if handler is None:
-                raise rpc.RpcError(rpc.ErrorCode.NOT_SUPPORTED, f"{call.action} is not supported yet")
-            response = handler(call.payload, now)
-            try:
-                self.validator.validate_response(call.action, response)
-            except rpc.RpcError as err:
-                log.error("ocpp: our %s response is invalid (%s); answering InternalError", call.action, err)
-                raise rpc.RpcError(rpc.ErrorCode.INTERNAL_ERROR, "invalid response generated") from None
+                raise rpc.RpcError(rpc.ErrorCode.NOT_SUPPORTED, f"{call.action} is not supported")
+            if self.registration != "Accepted" and call.action in _NOT_WHILE_PENDING:
+                log.info("ocpp: %s while not accepted by the CSMS: Rejected", call.action)
+                response: dict[str, Any] | _Deferred = {"status": "Rejected"}
+            else:
+                self._calling = call.unique_id
+                try:
+                    response = handler(call.payload, now)
+                finally:
+                    self._calling = None
+            if isinstance(response, _Deferred):
+                self.on_event("call", {"action": call.action, "payload": self._loggable(call)})
+                return
+            self._check_response(call.action, response)
         except rpc.RpcError as err:
             log.info("ocpp: %s from CSMS answered with %s: %s", call.action, err.code, err.description)
             self._send(err.to_call_error(call.unique_id))
@@ -198,7 +253,32 @@ class OcppSession:
             self._send(rpc.CallError(call.unique_id, rpc.ErrorCode.INTERNAL_ERROR, "handler failed"))
             return
         self._send(rpc.CallResult(call.unique_id, response))
-        self.on_event("call", {"action": call.action, "payload": call.payload})
+        self.on_event("call", {"action": call.action, "payload": self._loggable(call)})
+
+    @staticmethod
+    def _loggable(call: rpc.Call) -> dict[str, Any]:
+        if call.action == "ChangeConfiguration" and isinstance(call.payload.get("key"), str):
+            return {**call.payload, "value": redact(call.payload["key"], str(call.payload.get("value")))}
+        return call.payload
+
+    def _check_response(self, action: str, response: dict[str, Any]) -> None:
+        try:
+            self.validator.validate_response(action, response)
+        except rpc.RpcError as err:
+            log.error("ocpp: our %s response is invalid (%s); answering InternalError", action, err)
+            raise rpc.RpcError(rpc.ErrorCode.INTERNAL_ERROR, "invalid response generated") from None
+
+    def reply(self, unique_id: str, action: str, response: dict[str, Any]) -> None:
+        """The late answer to a CALL whose handler returned DEFERRED (e.g. UnlockConnector)."""
+        if not self.connected:
+            log.info("ocpp: %s answer dropped: the connection it came on is gone", action)
+            return
+        try:
+            self._check_response(action, response)
+        except rpc.RpcError as err:
+            self._send(err.to_call_error(unique_id))
+            return
+        self._send(rpc.CallResult(unique_id, response))
 
     def _handle_result(self, result: rpc.CallResult, now: float) -> None:
         p = self._pending
@@ -226,9 +306,10 @@ class OcppSession:
     def tick(self, now: float) -> None:
         if self._pending is not None and now >= self._pending.deadline:
             p, self._pending = self._pending, None
-            log.warning("ocpp: no answer to %s within %.0f s", p.action, self.call_timeout_s)
+            log.warning("ocpp: no answer to %s within %.0f s", p.action, self._call_timeout())
             self._on_failure(p, now, rejected=False)
         self._sample(now)
+        self._sample_aligned(now)
         self._pump(now)
 
     def next_deadline(self, now: float) -> float:
@@ -236,10 +317,13 @@ class OcppSession:
         if self._pending is not None:
             times.append(self._pending.deadline)
         times.extend(self._sample_at.values())
+        if self._aligned_at is not None:
+            times.append(self._aligned_at)
         if self.connected and self._pending is None:
             if self.registration != "Accepted":
                 times.append(self._next_boot)
             else:
+                times.extend(entry[4] for entry in self._status_unsent.values())
                 if self.store.queue_length():
                     times.append(self._tx_retry_at)
                 interval = int(self.keys["HeartbeatInterval"])
@@ -247,38 +331,78 @@ class OcppSession:
                     times.append(self._last_sent + interval)
         return min(times)
 
+    def _call_timeout(self) -> float:
+        return float(self.keys["MessageTimeout"])
+
     # --- charging events (from the core) ------------------------------------------------------------------
     def status_changed(self, connector: int, status: str, error_code: str, info: str, now: float) -> None:
-        self._status_unsent[connector] = (status, error_code, info, now)
+        due = now + int(self.keys["MinimumStatusDuration"])
+        if self._status_sent.get(connector) == (status, error_code):
+            # Back to what the CSMS already knows before the newer status went out: nothing to report.
+            self._status_unsent.pop(connector, None)
+        else:
+            self._status_unsent[connector] = (status, error_code, info, now, due, 0)
         self._pump(now)
 
     def authorize(self, id_tag: str, now: float, context: Any = None) -> None:
+        """Authorize a card: local pre-authorization, the CSMS, or the offline rules."""
         if self.connected and self.registration == "Accepted":
+            decision = self.authorizer.pre_authorize(id_tag, self.wall(now))
+            if decision is not None:
+                log.info("ocpp: %s pre-authorized from the %s", id_tag, decision.source.replace("_", " "))
+                self._authorization_answer(id_tag, decision.info.status, decision.info.parent_id_tag, context)
+                return
             self._normal.append(("Authorize", {"idTag": id_tag}, context))
             self._pump(now)
         else:
-            self._authorize_offline(id_tag, context)
+            self._authorize_offline(id_tag, context, now)
 
-    def transaction_started(self, connector: int, id_tag: str, meter_wh: float, at: float) -> int:
+    def send_data_transfer(self, vendor_id: str, message_id: str | None, data: str | None, now: float,
+                           on_result: Callable[[dict[str, Any] | None], None]) -> None:
+        """A DataTransfer.req to the CSMS; on_result gets the .conf payload, or None when it could not be sent."""
+        if not (self.connected and self.registration == "Accepted"):
+            on_result(None)
+            return
+        payload: dict[str, Any] = {"vendorId": vendor_id}
+        if message_id is not None:
+            payload["messageId"] = message_id
+        if data is not None:
+            payload["data"] = data
+        self._normal.append(("DataTransfer", payload, on_result))
+        self._pump(now)
+
+    def transaction_started(self, connector: int, id_tag: str, meter_wh: float, at: float,
+                            parent_id_tag: str | None = None) -> int:
         timestamp = self.timestamp(at)
         payload = {"connectorId": connector, "idTag": id_tag, "meterStart": int(meter_wh), "timestamp": timestamp}
         local_id = self.store.begin_transaction(connector, id_tag, meter_wh, timestamp, payload)
+        if parent_id_tag:
+            self.store.set_transaction_parent(local_id, parent_id_tag)
         self._active[connector] = local_id
         interval = int(self.keys["MeterValueSampleInterval"])
         if interval > 0:
             self._sample_at[connector] = at + interval
+        self._record_stop_value(local_id, connector, "Transaction.Begin", self._stop_measurands(), timestamp)
         self.on_event("transaction_started", {"connector": connector, "local_id": local_id})
         self._pump(at)
         return local_id
 
+    def transaction_resumed(self, connector: int, local_id: int, now: float) -> None:
+        """A transaction from before a restart goes on: sample it again."""
+        self._active[connector] = local_id
+        interval = int(self.keys["MeterValueSampleInterval"])
+        if interval > 0:
+            self._sample_at[connector] = now + interval
+
     def transaction_stopped(self, connector: int, meter_wh: float, at: float, reason: str,
                             id_tag: str | None) -> None:
-        local_id = self._active.pop(connector, None)
-        self._sample_at.pop(connector, None)
+        local_id = self._active.get(connector)
         if local_id is None:
             log.error("ocpp: stop of a transaction on connector %d that was never started", connector)
             return
-        self.close_transaction(local_id, meter_wh, self.timestamp(at), reason, id_tag)
+        timestamp = self.timestamp(at)
+        self._record_stop_value(local_id, connector, "Transaction.End", self._stop_measurands(), timestamp)
+        self.close_transaction(local_id, meter_wh, timestamp, reason, id_tag)
         self._pump(at)
 
     def close_transaction(self, local_id: int, meter_wh: float, timestamp: str, reason: str,
@@ -286,6 +410,11 @@ class OcppSession:
         payload: dict[str, Any] = {"meterStop": int(meter_wh), "timestamp": timestamp, "reason": reason}
         if id_tag:
             payload["idTag"] = id_tag
+        if self._stop_measurands():
+            data = self.store.stop_meter_values(local_id)
+            data = metering.thin_out(metering.merge_by_timestamp(data), self._stop_max())
+            if data:
+                payload["transactionData"] = data
         self.store.end_transaction(local_id, meter_wh, timestamp, reason, id_tag, payload)
         for connector, lid in list(self._active.items()):
             if lid == local_id:
@@ -306,17 +435,20 @@ class OcppSession:
     def _on_remote_start(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
         connector = payload.get("connectorId")
         id_tag = payload["idTag"]
+        profile = payload.get("chargingProfile")
         if connector is not None and not 1 <= connector <= self.connectors:
             return {"status": "Rejected"}
-        if "chargingProfile" in payload:
-            log.info("ocpp: RemoteStartTransaction carries a charging profile; smart charging is not "
-                     "implemented yet, so it is not applied")
+        if profile is not None and profile.get("chargingProfilePurpose") != "TxProfile":
+            log.info("ocpp: RemoteStartTransaction with a %s profile: Rejected (only TxProfile is allowed)",
+                     profile.get("chargingProfilePurpose"))
+            return {"status": "Rejected"}
+        if not self.controller.can_remote_start(connector):
+            return {"status": "Rejected"}
         if bool(self.keys["AuthorizeRemoteTxRequests"]):
-            if not self.controller.can_remote_start(connector):
-                return {"status": "Rejected"}
-            self._normal.append(("Authorize", {"idTag": id_tag}, ("remote", connector)))
+            # Section 5.11: behave as for a card at the reader (pre-authorization or Authorize.req first).
+            self.authorize(id_tag, now, ("remote", connector, profile))
             return {"status": "Accepted"}
-        ok = self.controller.remote_start(connector, id_tag)
+        ok = self.controller.remote_start(connector, id_tag, profile)
         return {"status": "Accepted" if ok else "Rejected"}
 
     def _on_remote_stop(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
@@ -329,11 +461,11 @@ class OcppSession:
 
     def _on_get_configuration(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
         names = payload.get("key") or None
-        known, unknown = self.keys.entries(names)
         limit = int(self.keys["GetConfigurationMaxKeys"])
         if names and len(names) > limit:
             raise rpc.RpcError(rpc.ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION,
                                f"at most {limit} keys per request (GetConfigurationMaxKeys)")
+        known, unknown = self.keys.entries(names)
         out: dict[str, Any] = {}
         if known:
             out["configurationKey"] = known
@@ -342,7 +474,34 @@ class OcppSession:
         return out
 
     def _on_change_configuration(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
-        return {"status": self.keys.change(payload["key"], payload["value"])}
+        name, value = payload["key"], payload["value"]
+        status = self.keys.change(name, value)
+        log.info("ocpp: ChangeConfiguration %s=%s: %s", name, redact(name, value), status)
+        return {"status": status}
+
+    def _on_change_availability(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        connector = payload["connectorId"]
+        if not 0 <= connector <= self.connectors:
+            return {"status": "Rejected"}
+        return {"status": self.controller.change_availability(connector, payload["type"] == "Operative")}
+
+    def _on_clear_cache(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        return {"status": self.authorizer.clear_cache()}
+
+    def _on_data_transfer(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        return self.data_transfer.handle(payload["vendorId"], payload.get("messageId"), payload.get("data"))
+
+    def _on_reset(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        return {"status": self.controller.reset(payload["type"])}
+
+    def _on_unlock_connector(self, payload: dict[str, Any], now: float) -> dict[str, Any] | _Deferred:
+        connector = payload["connectorId"]
+        if not 1 <= connector <= self.connectors:
+            return {"status": "NotSupported"}  # errata 3.85: unknown connector
+        unique_id = self._calling or ""
+        status = self.controller.unlock_connector(
+            connector, lambda result: self.reply(unique_id, "UnlockConnector", {"status": result}))
+        return DEFERRED if status is None else {"status": status}
 
     # --- outgoing -----------------------------------------------------------------------------------------
     def _send(self, frame: rpc.Frame) -> None:
@@ -357,7 +516,7 @@ class OcppSession:
             # transaction data is not silently held back.
             log.error("ocpp: our %s.req is not schema-valid: %s", action, err)
         uid = rpc.new_unique_id()
-        self._pending = _Pending(uid, action, payload, now + self.call_timeout_s, queued, context)
+        self._pending = _Pending(uid, action, payload, now + self._call_timeout(), queued, context)
         self._last_sent = now
         self._send(rpc.Call(uid, action, payload))
 
@@ -369,14 +528,16 @@ class OcppSession:
             if now >= self._next_boot:
                 self._call("BootNotification", self._boot_payload(), now)
             return
-        if self._status_unsent:
-            connector = min(self._status_unsent)
-            status, error_code, info, at = self._status_unsent.pop(connector)
+        due = [c for c, entry in self._status_unsent.items() if entry[4] <= now]
+        if due:
+            connector = min(due)
+            status, error_code, info, at, _, attempts = self._status_unsent.pop(connector)
             payload: dict[str, Any] = {"connectorId": connector, "errorCode": error_code, "status": status,
                                        "timestamp": self.timestamp(at)}
             if info:
                 payload["info"] = info[:50]
-            self._call("StatusNotification", payload, now)
+            self._call("StatusNotification", payload, now, context=(connector, status, error_code, info, at,
+                                                                     attempts))
             return
         if self._normal:
             action, payload, context = self._normal.popleft()
@@ -394,10 +555,9 @@ class OcppSession:
     def _with_transaction_id(self, msg: QueuedMessage) -> dict[str, Any]:
         if msg.action == "StartTransaction":
             return msg.payload
-        row = self.store.transaction(msg.local_tx_id)
         payload = dict(msg.payload)
-        # A transaction whose start was never confirmed has no CSMS id; 0 tells the CSMS it is unknown.
-        payload["transactionId"] = row.csms_tx_id if row and row.csms_tx_id is not None else 0
+        row = self.store.transaction(msg.local_tx_id)
+        payload["transactionId"] = row.csms_tx_id if row and row.csms_tx_id is not None else UNKNOWN_TRANSACTION_ID
         return payload
 
     def _boot_payload(self) -> dict[str, Any]:
@@ -410,28 +570,37 @@ class OcppSession:
         return payload
 
     def _queue_all_statuses(self, now: float) -> None:
+        self._status_sent.clear()
         for connector, (status, error_code, info) in self.controller.statuses().items():
-            self._status_unsent[connector] = (status, error_code, info, now)
+            self._status_unsent[connector] = (status, error_code, info, now, now, 0)
 
     # --- answers to our CALLs -----------------------------------------------------------------------------
     def _on_confirmation(self, p: _Pending, payload: dict[str, Any], now: float) -> None:
         if p.action == "BootNotification":
             self._on_boot(payload, now)
+        elif p.action == "Heartbeat":
+            self._set_wall_clock(payload.get("currentTime"), now)
+        elif p.action == "StatusNotification":
+            connector, status, error_code = p.context[0], p.context[1], p.context[2]
+            self._status_sent[connector] = (status, error_code)
         elif p.action == "Authorize":
-            info = payload.get("idTagInfo") or {}
-            self._authorization_answer(p.payload["idTag"], str(info.get("status", "Invalid")),
-                                       info.get("parentIdTag"), p.context)
+            info = IdTagInfo.from_ocpp(payload.get("idTagInfo") or {})
+            id_tag = p.payload["idTag"]
+            self.authorizer.remember(id_tag, info, self.wall(now))
+            self._authorization_answer(id_tag, info.effective_status(self.wall(now)), info.parent_id_tag,
+                                       p.context)
+        elif p.action == "DataTransfer":
+            if callable(p.context):
+                p.context(payload)
         elif p.queued is not None:
-            self._on_transaction_confirmation(p.queued, payload)
+            self._on_transaction_confirmation(p.queued, payload, now)
             self._tx_retry_at = now
 
     def _on_boot(self, payload: dict[str, Any], now: float) -> None:
         status = payload.get("status")
         interval = payload.get("interval")
         self.registration = status if status in ("Accepted", "Pending", "Rejected") else "Rejected"
-        current = parse_iso(str(payload.get("currentTime", "")))
-        if current is not None:
-            self.wall_offset = current - now
+        self._set_wall_clock(payload.get("currentTime"), now)
         if self.registration == "Accepted":
             if isinstance(interval, int) and interval > 0:
                 self.keys.change("HeartbeatInterval", str(interval))
@@ -439,31 +608,46 @@ class OcppSession:
             self._queue_all_statuses(now)
             log.info("ocpp: registration Accepted by the CSMS")
         else:
+            # Interval 0: choose our own wait, so a misconfigured CSMS is not flooded (section 4.2).
             wait = float(interval) if isinstance(interval, int) and interval > 0 else DEFAULT_BOOT_RETRY_S
             self._next_boot = now + wait
             log.info("ocpp: registration %s; next BootNotification in %.0f s", self.registration, wait)
         self.on_event("registration", {"status": self.registration})
 
-    def _on_transaction_confirmation(self, msg: QueuedMessage, payload: dict[str, Any]) -> None:
+    def _on_transaction_confirmation(self, msg: QueuedMessage, payload: dict[str, Any], now: float) -> None:
+        info_dict = payload.get("idTagInfo")
         if msg.action == "StartTransaction":
             tx_id = payload.get("transactionId")
-            status = str((payload.get("idTagInfo") or {}).get("status", "Accepted"))
-            self.store.message_delivered(msg.seq, msg.local_tx_id, int(tx_id) if isinstance(tx_id, int) else 0,
-                                         status)
+            info = IdTagInfo.from_ocpp(info_dict or {"status": "Accepted"})
+            self.store.message_delivered(msg.seq, msg.local_tx_id, int(tx_id) if isinstance(tx_id, int) else
+                                         UNKNOWN_TRANSACTION_ID, info.status)
+            self.authorizer.remember(msg.payload["idTag"], info, self.wall(now))
+            if info.parent_id_tag:
+                self.store.set_transaction_parent(msg.local_tx_id, info.parent_id_tag)
+            status = info.effective_status(self.wall(now))
             log.info("ocpp: transaction %d confirmed by the CSMS as transactionId %s (%s)", msg.local_tx_id,
                      tx_id, status)
-            if status != "Accepted" and bool(self.keys["StopTransactionOnInvalidId"]):
-                for connector, local_id in self._active.items():
-                    if local_id == msg.local_tx_id:
-                        self.controller.deauthorize(connector)
+            for connector, local_id in self._active.items():
+                if local_id == msg.local_tx_id:
+                    self.controller.transaction_confirmed(connector, status, info.parent_id_tag)
         else:
             self.store.message_delivered(msg.seq)
+            id_tag = msg.payload.get("idTag")
+            if msg.action == "StopTransaction" and isinstance(info_dict, dict) and id_tag:
+                self.authorizer.remember(id_tag, IdTagInfo.from_ocpp(info_dict), self.wall(now))
 
     def _on_failure(self, p: _Pending, now: float, rejected: bool) -> None:
         if p.action == "BootNotification":
             self._next_boot = now + DEFAULT_BOOT_RETRY_S
         elif p.action == "Authorize":
-            self._authorize_offline(p.payload["idTag"], p.context)
+            self._authorize_offline(p.payload["idTag"], p.context, now)
+        elif p.action == "DataTransfer":
+            if callable(p.context):
+                p.context(None)
+        elif p.action == "StatusNotification":
+            connector, status, error_code, info, at, attempts = p.context
+            if connector not in self._status_unsent and attempts + 1 < STATUS_ATTEMPTS and self.connected:
+                self._status_unsent[connector] = (status, error_code, info, at, now + STATUS_RETRY_S, attempts + 1)
         elif p.queued is not None:
             interval = int(self.keys["TransactionMessageRetryInterval"])
             if not rejected:
@@ -482,19 +666,43 @@ class OcppSession:
     def _authorization_answer(self, id_tag: str, status: str, parent: str | None, context: Any) -> None:
         if isinstance(context, tuple) and context and context[0] == "remote":
             if status == "Accepted":
-                self.controller.remote_start(context[1], id_tag)
+                if not self.controller.remote_start(context[1], id_tag, context[2]):
+                    log.info("ocpp: remote start for %s authorized, but the connector is no longer free", id_tag)
             else:
                 log.info("ocpp: remote start for %s not authorized (%s)", id_tag, status)
             return
         self.controller.authorization_result(id_tag, status, parent)
 
-    def _authorize_offline(self, id_tag: str, context: Any) -> None:
-        # Without the authorization cache (a later issue) only AllowOfflineTxForUnknownId can admit a card.
-        status = "Accepted" if bool(self.keys["AllowOfflineTxForUnknownId"]) else "Invalid"
-        log.info("ocpp: offline authorization of %s: %s", id_tag, status)
-        self._authorization_answer(id_tag, status, None, context)
+    def _authorize_offline(self, id_tag: str, context: Any, now: float) -> None:
+        decision = self.authorizer.offline(id_tag, self.wall(now))
+        log.info("ocpp: offline authorization of %s: %s (%s)", id_tag, decision.info.status,
+                 decision.source.replace("_", " "))
+        self._authorization_answer(id_tag, decision.info.status, decision.info.parent_id_tag, context)
 
-    # --- meter sampling -----------------------------------------------------------------------------------
+    # --- meter values -------------------------------------------------------------------------------------
+    def _stop_measurands(self) -> list[str]:
+        """Measurands for StopTransaction.transactionData: both lists; empty = no transactionData (3.14.5)."""
+        seen: dict[str, None] = {}
+        for name in (*self.keys["StopTxnSampledData"], *self.keys["StopTxnAlignedData"]):
+            seen[name] = None
+        return list(seen)
+
+    def _stop_max(self) -> int:
+        return int(self.keys["StopTransactionMaxMeterValues"])
+
+    def _record_stop_value(self, local_id: int, connector: int, context: str, measurands: list[str],
+                           timestamp: str, m: Measurement | None = None) -> None:
+        if not measurands:
+            return
+        sampled = metering.sampled_values(m or self.controller.measurement(connector), measurands, context)
+        if not sampled:
+            return
+        count = self.store.add_stop_meter_value(local_id, metering.meter_value(timestamp, sampled))
+        if count > 2 * self._stop_max():
+            # Keep the stored list bounded on week-long transactions: thin it out now, not only at the end.
+            data = self.store.stop_meter_values(local_id)
+            self.store.replace_stop_meter_values(local_id, metering.thin_out(data, self._stop_max()))
+
     def _sample(self, now: float) -> None:
         interval = int(self.keys["MeterValueSampleInterval"])
         for connector, due in list(self._sample_at.items()):
@@ -506,19 +714,41 @@ class OcppSession:
                 continue
             self._sample_at[connector] = max(due + interval, now)
             m = self.controller.measurement(connector)
-            values = {"Energy.Active.Import.Register": m.energy_wh, "Power.Active.Import": m.power_w,
-                      "Current.Import": m.current_a, "Current.Offered": m.offered_a, "Voltage": m.voltage_v}
-            sampled = []
-            for measurand in self.keys["MeterValuesSampledData"]:
-                entry = {"value": f"{values[measurand]:.1f}".rstrip("0").rstrip("."),
-                         "context": "Sample.Periodic", "measurand": measurand, "location": "Outlet",
-                         "unit": _UNITS[measurand]}
-                sampled.append(entry)
-            if not sampled:
-                continue
             timestamp = self.timestamp(now)
-            payload = {"connectorId": connector, "meterValue": [{"timestamp": timestamp, "sampledValue": sampled}]}
-            self.store.add_meter_values(local_id, m.energy_wh, payload, timestamp)
+            sampled = metering.sampled_values(m, self.keys["MeterValuesSampledData"], "Sample.Periodic")
+            if sampled:
+                payload = {"connectorId": connector, "meterValue": [metering.meter_value(timestamp, sampled)]}
+                self.store.add_meter_values(local_id, m.energy_wh, payload, timestamp)
+            else:
+                self.store.touch_transaction(local_id, m.energy_wh, timestamp)
+            self._record_stop_value(local_id, connector, "Sample.Periodic", list(self.keys["StopTxnSampledData"]),
+                                    timestamp, m)
+
+    def _schedule_aligned(self, now: float) -> None:
+        wall_next = metering.next_aligned(self.wall(now), int(self.keys["ClockAlignedDataInterval"]))
+        self._aligned_at = None if wall_next is None else wall_next - self.wall_offset
+
+    def _sample_aligned(self, now: float) -> None:
+        if self._aligned_at is None or now < self._aligned_at:
+            return
+        # Stamped with the boundary itself: clock-aligned readings belong to the quarter hour, not to when the
+        # timer fired a few milliseconds later.
+        timestamp = iso(round(self.wall(self._aligned_at)))
+        self._schedule_aligned(max(now, self._aligned_at))
+        for connector in range(1, self.connectors + 1):
+            m = self.controller.measurement(connector)
+            local_id = self._active.get(connector)
+            sampled = metering.sampled_values(m, self.keys["MeterValuesAlignedData"], "Sample.Clock")
+            if sampled:
+                payload = {"connectorId": connector, "meterValue": [metering.meter_value(timestamp, sampled)]}
+                if local_id is not None:
+                    self.store.add_meter_values(local_id, m.energy_wh, payload, timestamp)
+                elif self.connected and self.registration == "Accepted":
+                    # Outside a transaction the reading is not transaction data: sent if online, else dropped.
+                    self._normal.append(("MeterValues", payload, None))
+            if local_id is not None:
+                self._record_stop_value(local_id, connector, "Sample.Clock", list(self.keys["StopTxnAlignedData"]),
+                                        timestamp, m)
 
     def config_changed(self, name: str, value: Any, now: float) -> None:
         if name == "MeterValueSampleInterval":
@@ -527,3 +757,8 @@ class OcppSession:
                     self._sample_at[connector] = now + int(value)
                 else:
                     self._sample_at.pop(connector, None)
+        elif name == "ClockAlignedDataInterval":
+            self._schedule_aligned(now)
+        elif name == "HeartbeatInterval":
+            self._pump(now)
+

@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from evsed.core.authorization import IdTagInfo
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedMessage:
@@ -34,6 +36,7 @@ class TransactionRow:
     last_meter_wh: float
     stopped_at: str | None
     last_meter_at: str | None = None
+    parent_id_tag: str | None = None
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -122,6 +125,10 @@ class Store:
                 "last_meter_wh = ? WHERE local_id = ?",
                 (meter_stop_wh, stopped_at, reason, stop_id_tag, meter_stop_wh, local_id))
             self._enqueue(local_id, "StopTransaction", payload, stopped_at)
+            self._db.execute("DELETE FROM stop_meter_data WHERE local_tx_id = ?", (local_id,))
+
+    def set_transaction_parent(self, local_id: int, parent_id_tag: str | None) -> None:
+        self._db.execute("UPDATE transactions SET parent_id_tag = ? WHERE local_id = ?", (parent_id_tag, local_id))
 
     def open_transactions(self) -> list[TransactionRow]:
         rows = self._db.execute("SELECT * FROM transactions WHERE stopped_at IS NULL ORDER BY local_id")
@@ -139,7 +146,8 @@ class Store:
     @staticmethod
     def _row(r: sqlite3.Row) -> TransactionRow:
         return TransactionRow(r["local_id"], r["connector"], r["id_tag"], r["meter_start_wh"], r["started_at"],
-                              r["csms_tx_id"], r["last_meter_wh"], r["stopped_at"], r["last_meter_at"])
+                              r["csms_tx_id"], r["last_meter_wh"], r["stopped_at"], r["last_meter_at"],
+                              r["parent_id_tag"])
 
     # --- the outgoing transaction-message queue -----------------------------------------------------------
     def _enqueue(self, local_id: int, action: str, payload: dict[str, Any], at: str) -> None:
@@ -173,6 +181,27 @@ class Store:
     def drop_message(self, seq: int) -> None:
         self._db.execute("DELETE FROM tx_queue WHERE seq = ?", (seq,))
 
+    # --- meter values for StopTransaction.transactionData --------------------------------------------------
+    def add_stop_meter_value(self, local_id: int, meter_value: dict[str, Any]) -> int:
+        """Append one MeterValue for the transaction's StopTransaction; returns how many it now has."""
+        with self._tx():
+            self._db.execute("INSERT INTO stop_meter_data (local_tx_id, meter_value) VALUES (?, ?)",
+                             (local_id, json.dumps(meter_value, separators=(",", ":"))))
+            r = self._db.execute("SELECT COUNT(*) FROM stop_meter_data WHERE local_tx_id = ?", (local_id,)).fetchone()
+        return int(r[0])
+
+    def stop_meter_values(self, local_id: int) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT meter_value FROM stop_meter_data WHERE local_tx_id = ? ORDER BY id",
+                                (local_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    def replace_stop_meter_values(self, local_id: int, meter_values: list[dict[str, Any]]) -> None:
+        """Thinned-out list (StopTransactionMaxMeterValues), in one commit."""
+        with self._tx():
+            self._db.execute("DELETE FROM stop_meter_data WHERE local_tx_id = ?", (local_id,))
+            self._db.executemany("INSERT INTO stop_meter_data (local_tx_id, meter_value) VALUES (?, ?)",
+                                 [(local_id, json.dumps(mv, separators=(",", ":"))) for mv in meter_values])
+
     # --- meter registers ----------------------------------------------------------------------------------
     def save_meter_register(self, connector: int, energy_wh: float) -> None:
         self._db.execute("INSERT INTO meter_registers (connector, energy_wh) VALUES (?, ?) "
@@ -190,6 +219,34 @@ class Store:
     def set_state(self, key: str, value: str) -> None:
         self._db.execute("INSERT INTO daemon_state (key, value) VALUES (?, ?) "
                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # --- authorization cache ------------------------------------------------------------------------------
+    def auth_cache_get(self, id_tag: str) -> IdTagInfo | None:
+        r = self._db.execute("SELECT status, expiry, parent_id_tag FROM auth_cache WHERE id_tag = ?",
+                             (id_tag,)).fetchone()
+        return IdTagInfo(r["status"], r["expiry"], r["parent_id_tag"]) if r else None
+
+    def auth_cache_put(self, id_tag: str, info: IdTagInfo, updated_at: float, max_entries: int) -> None:
+        """Upsert one entry; when over max_entries, evict NOT-valid entries first, then the oldest (3.5.1)."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO auth_cache (id_tag, status, expiry, parent_id_tag, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (id_tag) DO UPDATE SET id_tag = excluded.id_tag, status = excluded.status, "
+                "expiry = excluded.expiry, parent_id_tag = excluded.parent_id_tag, updated_at = excluded.updated_at",
+                (id_tag, info.status, info.expiry, info.parent_id_tag, updated_at))
+            excess = int(self._db.execute("SELECT COUNT(*) FROM auth_cache").fetchone()[0]) - max_entries
+            if excess > 0:
+                # The entry just received is what the space is made for, so it is never the one evicted.
+                self._db.execute(
+                    "DELETE FROM auth_cache WHERE rowid IN (SELECT rowid FROM auth_cache WHERE id_tag <> ? "
+                    "ORDER BY (status IN ('Accepted', 'ConcurrentTx') AND (expiry IS NULL OR expiry > ?)), "
+                    "updated_at, rowid LIMIT ?)", (id_tag, updated_at, excess))
+
+    def auth_cache_clear(self) -> int:
+        return int(self._db.execute("DELETE FROM auth_cache").rowcount)
+
+    def auth_cache_size(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM auth_cache").fetchone()[0])
 
     # --- helpers ------------------------------------------------------------------------------------------
     def _tx(self) -> _Transaction:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +17,7 @@ from evsed.config import (
     HardwareConfig,
     OcppConfig,
     StorageConfig,
+    SystemConfig,
     load,
     parse,
 )
@@ -50,6 +54,9 @@ ConnectionTimeOut = 30
 AllowOfflineTxForUnknownId = true
 MeterValuesSampledData = ["Energy.Active.Import.Register", "Voltage"]
 StopTxnSampledData = "Current.Import, Power.Active.Import"
+ConnectorPhaseRotation = "0.RST, 1.RST, 2.RTS"
+MessageTimeout = 45
+AuthorizationKey = "00112233445566778899aabbccddeeff00112233"
 
 [hardware]
 backend = "rpi"
@@ -58,12 +65,17 @@ max_current_a = 16
 phases = 1
 voltage_v = 240.0
 meter_poll_interval_s = 0.5
+fixed_cable = true
 
 [storage]
 dir = "/tmp/evsed-state"
 
 [control]
 socket = "/tmp/evsed.sock"
+
+[system]
+reset_command = ["systemctl", "reboot"]
+resume_transactions = false
 """
 
 
@@ -114,6 +126,9 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     assert cfg.ocpp.call_timeout_s == 30.0 and cfg.ocpp.reconnect_min_s == 1.0 and cfg.ocpp.reconnect_max_s == 60.0
     assert cfg.storage == StorageConfig() and cfg.storage.database == Path("/var/lib/evsed/evsed.sqlite3")
     assert cfg.control == ControlConfig() and cfg.control.socket == "/run/evsed/evsed.sock"
+    assert cfg.hardware.fixed_cable is False
+    assert cfg.system == SystemConfig()
+    assert cfg.system.reset_command is None and cfg.system.resume_transactions is True
 
 
 def test_full_file(tmp_path: Path) -> None:
@@ -130,8 +145,12 @@ def test_full_file(tmp_path: Path) -> None:
         "AllowOfflineTxForUnknownId": True,
         "MeterValuesSampledData": ("Energy.Active.Import.Register", "Voltage"),
         "StopTxnSampledData": ("Current.Import", "Power.Active.Import"),
+        "ConnectorPhaseRotation": ("0.RST", "1.RST", "2.RTS"),
+        "MessageTimeout": 45,
+        "AuthorizationKey": "00112233445566778899aabbccddeeff00112233",
     }
-    assert cfg.hardware == HardwareConfig("rpi", 2, 16, 1, 240.0, 0.5)
+    assert cfg.hardware == HardwareConfig("rpi", 2, 16, 1, 240.0, 0.5, True)
+    assert cfg.system == SystemConfig(reset_command=("systemctl", "reboot"), resume_transactions=False)
     assert cfg.storage.database == Path("/tmp/evsed-state/evsed.sqlite3")
     assert cfg.control.socket == "/tmp/evsed.sock"
 
@@ -142,6 +161,22 @@ def test_shipped_example_parses() -> None:
         pytest.skip("etc/evsed.toml not present")
     cfg = load(example)
     assert cfg.charge_point.id == "CP001"
+
+
+def test_shipped_example_documented_keys_parse() -> None:
+    # Every commented-out "# key = value" line in the example must be valid where it stands once uncommented,
+    # so the documentation cannot drift from the contract.
+    example = Path(__file__).resolve().parents[2] / "etc" / "evsed.toml"
+    if not example.exists():
+        pytest.skip("etc/evsed.toml not present")
+    text = example.read_text(encoding="utf-8")
+    pattern = re.compile(r"^# ([A-Za-z_]+ = .+)$", re.MULTILINE)
+    documented = pattern.findall(text)
+    assert len(documented) >= 3
+    cfg = parse(tomllib.loads(pattern.sub(r"\1", text)), example)
+    names = {line.split(" = ")[0] for line in documented}
+    assert {"reset_command", "AuthorizationKey"} <= names
+    assert cfg.system.reset_command is not None
 
 
 def test_parse_without_file() -> None:
@@ -435,3 +470,156 @@ def test_errors_are_single_line_for_all_cases(tmp_path: Path) -> None:
         message = str(info.value)
         assert message.count("\n") == 0
         assert message.startswith(str(path))
+
+
+# --- [hardware] fixed_cable and [system] ----------------------------------------------------------------------
+def test_fixed_cable(tmp_path: Path) -> None:
+    cfg = load(write(tmp_path, with_line("hardware", "fixed_cable = true")))
+    assert cfg.hardware.fixed_cable is True
+    cfg = load(write(tmp_path, with_line("hardware", "fixed_cable = false"), "b.toml"))
+    assert cfg.hardware.fixed_cable is False
+
+
+def test_fixed_cable_file_may_still_set_unlock_on_ev_side_disconnect(tmp_path: Path) -> None:
+    # Read-only only at run time (ConfigKeys ignores the value with a fixed cable); the file stays loadable.
+    text = with_line("hardware", "fixed_cable = true", ocpp_config("UnlockConnectorOnEVSideDisconnect = true"))
+    cfg = load(write(tmp_path, text))
+    assert cfg.hardware.fixed_cable is True
+    assert cfg.ocpp.config == {"UnlockConnectorOnEVSideDisconnect": True}
+
+
+@pytest.mark.parametrize(("lines", "system"), [
+    ("", SystemConfig()),
+    ('reset_command = ["systemctl", "reboot"]', SystemConfig(reset_command=("systemctl", "reboot"))),
+    ('reset_command = ["/sbin/reboot"]', SystemConfig(reset_command=("/sbin/reboot",))),
+    ("resume_transactions = false", SystemConfig(resume_transactions=False)),
+    ("resume_transactions = true", SystemConfig(resume_transactions=True)),
+    ('reset_command = ["sh", "-c", "sync; reboot -f"]\nresume_transactions = false',
+     SystemConfig(reset_command=("sh", "-c", "sync; reboot -f"), resume_transactions=False)),
+])
+def test_system_table(tmp_path: Path, lines: str, system: SystemConfig) -> None:
+    cfg = load(write(tmp_path, MINIMAL + "\n[system]\n" + lines + "\n"))
+    assert cfg.system == system
+    assert isinstance(cfg.system.reset_command, tuple | type(None))
+
+
+def test_config_constructed_without_system_gets_the_default() -> None:
+    cfg = Config(path="x", charge_point=ChargePointConfig("CP", "v", "m"), ocpp=OcppConfig(url="ws://h"))
+    assert cfg.system == SystemConfig()
+    assert cfg.hardware.fixed_cable is False
+
+
+@pytest.mark.parametrize(("table", "line", "key", "problem"), [
+    ("hardware", 'fixed_cable = "true"', "hardware.fixed_cable", "expected a boolean (true or false), got a string"),
+    ("hardware", "fixed_cable = 1", "hardware.fixed_cable", "expected a boolean (true or false), got an integer"),
+    ("system", 'reset_command = "systemctl reboot"', "system.reset_command",
+     "expected an array of strings (program and arguments), got a string"),
+    ("system", "reset_command = 5", "system.reset_command",
+     "expected an array of strings (program and arguments), got an integer"),
+    ("system", "reset_command = {a = 1}", "system.reset_command",
+     "expected an array of strings (program and arguments), got a table"),
+    ("system", "reset_command = []", "system.reset_command",
+     "must not be empty (the first item is the program to run)"),
+    ("system", 'reset_command = [""]', "system.reset_command", "item 1: must not be empty"),
+    ("system", 'reset_command = ["systemctl", ""]', "system.reset_command", "item 2: must not be empty"),
+    ("system", 'reset_command = ["systemctl", "  "]', "system.reset_command", "item 2: must not be empty"),
+    ("system", 'reset_command = ["systemctl", 1]', "system.reset_command", "item 2: expected a string, got an integer"),
+    ("system", 'reset_command = [["reboot"]]', "system.reset_command", "item 1: expected a string, got an array"),
+    ("system", 'resume_transactions = "yes"', "system.resume_transactions",
+     "expected a boolean (true or false), got a string"),
+    ("system", "resume_transactions = 0", "system.resume_transactions",
+     "expected a boolean (true or false), got an integer"),
+    ("system", "reboot_command = []", "system.reboot_command", "unknown key"),
+])
+def test_system_and_fixed_cable_errors(tmp_path: Path, table: str, line: str, key: str, problem: str) -> None:
+    err = error_for(tmp_path, with_line(table, line))
+    assert err.key == key
+    assert err.problem == problem
+    assert str(err) == f"{err.path}: {key}: {problem}"
+
+
+def test_system_not_a_table(tmp_path: Path) -> None:
+    err = error_for(tmp_path, "system = 1\n" + MINIMAL)
+    assert err.key == "system"
+    assert err.problem == "expected a table, got an integer"
+
+
+def test_system_item_with_control_characters_stays_one_line(tmp_path: Path) -> None:
+    error_for(tmp_path, with_line("system", 'reset_command = ["a", 2, "\\n"]'))
+
+
+# --- [ocpp.config]: the new keys --------------------------------------------------------------------------------
+@pytest.mark.parametrize(("line", "expected"), [
+    ("MessageTimeout = 60", {"MessageTimeout": 60}),
+    ("BlinkRepeat = 5", {"BlinkRepeat": 5}),
+    ("LightIntensity = 0", {"LightIntensity": 0}),
+    ("MaxEnergyOnInvalidId = 1000", {"MaxEnergyOnInvalidId": 1000}),
+    ('ConnectorPhaseRotation = "0.RST,1.RTS"', {"ConnectorPhaseRotation": ("0.RST", "1.RTS")}),
+    ('ConnectorPhaseRotation = ["1.NotApplicable"]', {"ConnectorPhaseRotation": ("1.NotApplicable",)}),
+    ('AuthorizationKey = "' + "ab" * 16 + '"', {"AuthorizationKey": "ab" * 16}),
+    ('MeterValuesSampledData = ["Frequency", "Power.Offered"]',
+     {"MeterValuesSampledData": ("Frequency", "Power.Offered")}),
+])
+def test_ocpp_config_new_keys(tmp_path: Path, line: str, expected: dict[str, Any]) -> None:
+    assert load(write(tmp_path, ocpp_config(line))).ocpp.config == expected
+
+
+@pytest.mark.parametrize(("line", "key", "problem"), [
+    ("LightIntensity = 101", "ocpp.config.LightIntensity", "must be at most 100, got 101"),
+    ("MaxEnergyOnInvalidId = -1", "ocpp.config.MaxEnergyOnInvalidId", "must be at least 0, got -1"),
+    ("MessageTimeout = 0", "ocpp.config.MessageTimeout", "must be at least 1, got 0"),
+    ("StopTransactionMaxMeterValues = 10", "ocpp.config.StopTransactionMaxMeterValues",
+     "read-only key, cannot be set"),
+    ("ConnectorPhaseRotationMaxLength = 10", "ocpp.config.ConnectorPhaseRotationMaxLength",
+     "read-only key, cannot be set"),
+    ("SupportedFeatureProfilesMaxLength = 1", "ocpp.config.SupportedFeatureProfilesMaxLength",
+     "unknown OCPP configuration key"),
+    ('ConnectorPhaseRotation = "1.XYZ"', "ocpp.config.ConnectorPhaseRotation", None),
+    ('ConnectorPhaseRotation = ""', "ocpp.config.ConnectorPhaseRotation", None),
+])
+def test_ocpp_config_new_key_errors(tmp_path: Path, line: str, key: str, problem: str | None) -> None:
+    err = error_for(tmp_path, ocpp_config(line))
+    assert err.key == key
+    if problem is not None:
+        assert err.problem == problem
+
+
+def test_phase_rotation_range_uses_hardware_connectors(tmp_path: Path) -> None:
+    # [hardware] after [ocpp.config] in the file: the connector count still applies.
+    text = ocpp_config('ConnectorPhaseRotation = "0.RST,1.RST,2.RST,3.RST"') + "\n[hardware]\nconnectors = 3\n"
+    cfg = load(write(tmp_path, text))
+    assert cfg.ocpp.config["ConnectorPhaseRotation"] == ("0.RST", "1.RST", "2.RST", "3.RST")
+    err = error_for(tmp_path, text.replace("connectors = 3", "connectors = 2"))
+    assert err.key == "ocpp.config.ConnectorPhaseRotation"
+    assert err.problem == "connectorId 3 out of range 0..2"
+    err = error_for(tmp_path, ocpp_config('ConnectorPhaseRotation = "2.RST"'))  # default: 1 connector
+    assert err.problem == "connectorId 2 out of range 0..1"
+
+
+SECRET = "c0ffee" * 6  # 36 hex digits: valid on its own, made invalid below in several ways
+
+
+@pytest.mark.parametrize("bad", [
+    SECRET[:30],  # 15 bytes
+    SECRET + "0",  # odd
+    SECRET + "c0ffeec0",  # 22 bytes
+    SECRET[:-2] + "zz",  # not hex
+    " " + SECRET,
+    SECRET + "\\n",
+    "my-password-" + SECRET,
+])
+def test_authorization_key_error_never_echoes_the_value(tmp_path: Path, bad: str) -> None:
+    err = error_for(tmp_path, ocpp_config(f'AuthorizationKey = "{bad}"'))
+    assert err.key == "ocpp.config.AuthorizationKey"
+    message = str(err)
+    for fragment in (bad, bad.strip(), SECRET[:16], SECRET[-16:]):
+        assert fragment not in message
+        assert fragment not in repr(err)
+    assert "hex digits" in err.problem
+
+
+@pytest.mark.parametrize("value", ["12345678901234567890", "[\"" + SECRET + "\"]", "true"])
+def test_authorization_key_wrong_type_never_echoes_the_value(tmp_path: Path, value: str) -> None:
+    err = error_for(tmp_path, ocpp_config(f"AuthorizationKey = {value}"))
+    assert err.problem == "expected a string"
+    assert SECRET not in str(err) and "12345678901234567890" not in str(err)

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from evsed.ocpp.configkeys import ConfigKeys
+from evsed.ocpp.metering import Measurement
 from evsed.ocpp.rpc import ErrorCode
 from evsed.ocpp.schema import Validator
-from evsed.ocpp.session import DEFAULT_BOOT_RETRY_S, Identity, Measurement, OcppSession, iso, parse_iso
+from evsed.ocpp.session import DEFAULT_BOOT_RETRY_S, Identity, OcppSession, iso, parse_iso
 from evsed.store.db import Store
 
 WALL0 = 1_700_000_000.0
@@ -37,21 +38,42 @@ class FakeController:
         self.can_start = True
         self.status_table: dict[int, tuple[str, str, str]] = {
             c: ("Available", "NoError", "") for c in range(1, connectors + 1)}
-        self.m = Measurement(energy_wh=1234.56, power_w=7000.0, current_a=10.04, offered_a=16.0, voltage_v=230.0)
+        self.m = Measurement(energy_wh=1234.56, power_w=7000.0, current_a=(10.04, 10.04, 10.04),
+                             voltage_v=(230.0, 230.0, 230.0), offered_a=16.0, offered_w=11040.0, frequency_hz=50.0)
+        self.availability_result = "Accepted"
+        self.reset_result = "Accepted"
+        self.unlock_result: str | None = "Unlocked"
+        self.unlock_replies: list[Any] = []
 
     def can_remote_start(self, connector: int | None) -> bool:
         self.calls.append(("can_remote_start", connector))
         return self.can_start
 
-    def remote_start(self, connector: int | None, id_tag: str) -> bool:
-        self.calls.append(("remote_start", connector, id_tag))
+    def remote_start(self, connector: int | None, id_tag: str, charging_profile: dict[str, Any] | None) -> bool:
+        self.calls.append(("remote_start", connector, id_tag) + ((charging_profile,) if charging_profile else ()))
         return self.accept_remote_start
 
     def remote_stop(self, connector: int) -> None:
         self.calls.append(("remote_stop", connector))
 
-    def deauthorize(self, connector: int) -> None:
-        self.calls.append(("deauthorize", connector))
+    def transaction_confirmed(self, connector: int, status: str, parent_id_tag: str | None) -> None:
+        self.calls.append(("transaction_confirmed", connector, status, parent_id_tag))
+        if status != "Accepted":
+            self.calls.append(("deauthorize", connector))
+
+    def change_availability(self, connector: int, operative: bool) -> str:
+        self.calls.append(("change_availability", connector, operative))
+        return self.availability_result
+
+    def reset(self, kind: str) -> str:
+        self.calls.append(("reset", kind))
+        return self.reset_result
+
+    def unlock_connector(self, connector: int, reply: Any) -> str | None:
+        self.calls.append(("unlock_connector", connector))
+        if self.unlock_result is None:
+            self.unlock_replies.append(reply)
+        return self.unlock_result
 
     def authorization_result(self, id_tag: str, status: str, parent_id_tag: str | None) -> None:
         self.calls.append(("authorization_result", id_tag, status, parent_id_tag))
@@ -68,10 +90,10 @@ class FakeController:
 class Harness:
     def __init__(self, connectors: int = 2, **initial: Any) -> None:
         self.store = Store(":memory:")
-        self.keys = ConfigKeys(self.store, {"HeartbeatInterval": 0, **initial}, connectors)
+        self.keys = ConfigKeys(self.store, {"HeartbeatInterval": 0, **initial}, connectors, message_timeout_s=30)
         self.ctl = FakeController(connectors)
         self.s = OcppSession(IDENTITY, self.keys, self.store, self.ctl, VALIDATOR, connectors=connectors, now=0.0,
-                             wall_offset=WALL0, call_timeout_s=30.0, rng=random.Random(7))
+                             wall_offset=WALL0, rng=random.Random(7))
         self.incoming: dict[str, str] = {}  # unique id of a CSMS CALL -> action
         self.all_frames: list[Frame] = []
         self._stash: list[Frame] = []  # frames seen by csms_call that were not its answer
@@ -391,9 +413,9 @@ def test_offline_transaction_persisted_then_sent_with_csms_id() -> None:
     assert mv[3]["transactionId"] == 4242
     assert mv[3]["connectorId"] == 1
     sampled = mv[3]["meterValue"][0]["sampledValue"]
-    assert [(v["measurand"], v["value"], v["unit"]) for v in sampled] == [
-        ("Energy.Active.Import.Register", "1234.6", "Wh"), ("Power.Active.Import", "7000", "W"),
-        ("Voltage", "230", "V")]
+    assert [(v["measurand"], v["value"], v["unit"], v.get("phase")) for v in sampled] == [
+        ("Energy.Active.Import.Register", "1234.56", "Wh", None), ("Power.Active.Import", "7000", "W", None),
+        ("Voltage", "230", "V", "L1-N"), ("Voltage", "230", "V", "L2-N"), ("Voltage", "230", "V", "L3-N")]
     assert all(v["context"] == "Sample.Periodic" for v in sampled)
     assert mv[3]["meterValue"][0]["timestamp"] == iso(BOOT_WALL + 15.0 - 6.0)
     h.reply(mv, {}, 15.5)
@@ -504,7 +526,7 @@ def test_transaction_callerror_retry_backoff_and_drop() -> None:
     # Third rejection: dropped, the next message goes out at once.
     stop = h.one_call("StopTransaction")
     assert h.queue() == [("StopTransaction", 0)]
-    assert stop[3]["transactionId"] == 0  # the start never got a CSMS id
+    assert stop[3]["transactionId"] == -1  # the start never got a CSMS id (errata 3.18)
 
 
 def test_transaction_timeout_retries_at_once_without_counting() -> None:
@@ -525,20 +547,24 @@ def test_transaction_timeout_retries_at_once_without_counting() -> None:
     assert h.s.csms_transaction_id(1) == 4242
 
 
-def test_start_rejected_by_csms_deauthorizes() -> None:
+def test_start_rejected_by_csms_is_reported_to_the_core() -> None:
     h = Harness()
     h.boot(now=0.0)
     h.s.transaction_started(2, "TAG", 0.0, 1.0)
-    h.reply(h.one_call("StartTransaction"), {"transactionId": 7, "idTagInfo": {"status": "Invalid"}}, 2.0)
-    assert ("deauthorize", 2) in h.ctl.calls
+    h.reply(h.one_call("StartTransaction"),
+            {"transactionId": 7, "idTagInfo": {"status": "Invalid", "parentIdTag": "P"}}, 2.0)
+    assert ("transaction_confirmed", 2, "Invalid", "P") in h.ctl.calls
+    # The answer also lands in the authorization cache.
+    assert h.s.authorizer.lookup("TAG") is not None
 
 
-def test_start_rejected_kept_when_stop_on_invalid_id_false() -> None:
-    h = Harness(StopTransactionOnInvalidId=False)
+def test_start_with_expired_idtaginfo_counts_as_expired() -> None:
+    h = Harness()
     h.boot(now=0.0)
-    h.s.transaction_started(2, "TAG", 0.0, 1.0)
-    h.reply(h.one_call("StartTransaction"), {"transactionId": 7, "idTagInfo": {"status": "Blocked"}}, 2.0)
-    assert not any(c[0] == "deauthorize" for c in h.ctl.calls)
+    h.s.transaction_started(1, "TAG", 0.0, 1.0)
+    h.reply(h.one_call("StartTransaction"),
+            {"transactionId": 7, "idTagInfo": {"status": "Accepted", "expiryDate": "2020-01-01T00:00:00Z"}}, 2.0)
+    assert ("transaction_confirmed", 1, "Expired", None) in h.ctl.calls
 
 
 def test_other_call_timeout_frees_the_line(h: Harness) -> None:
@@ -571,14 +597,14 @@ def test_remote_start_accepted(h: Harness) -> None:
     h.boot(now=0.0)
     res = h.csms_call("r1", "RemoteStartTransaction", {"connectorId": 1, "idTag": "REMOTE"}, 1.0)
     assert res == [3, "r1", {"status": "Accepted"}]
-    assert h.ctl.calls == [("remote_start", 1, "REMOTE")]
+    assert h.ctl.calls == [("can_remote_start", 1), ("remote_start", 1, "REMOTE")]
 
 
 def test_remote_start_without_connector(h: Harness) -> None:
     h.boot(now=0.0)
     res = h.csms_call("r1", "RemoteStartTransaction", {"idTag": "REMOTE"}, 1.0)
     assert res[2] == {"status": "Accepted"}
-    assert h.ctl.calls == [("remote_start", None, "REMOTE")]
+    assert h.ctl.calls == [("can_remote_start", None), ("remote_start", None, "REMOTE")]
 
 
 def test_remote_start_rejected_by_controller(h: Harness) -> None:
@@ -637,6 +663,7 @@ def test_remote_stop_known_and_unknown(h: Harness) -> None:
     h.boot(now=0.0)
     h.s.transaction_started(1, "TAG", 0.0, 1.0)
     h.answer_generic(h.one_call("StartTransaction"), 1.5)
+    h.ctl.calls.clear()
     res = h.csms_call("s1", "RemoteStopTransaction", {"transactionId": 4242}, 2.0)
     assert res == [3, "s1", {"status": "Accepted"}]
     assert h.ctl.calls == [("remote_stop", 1)]
@@ -701,9 +728,8 @@ def test_unknown_action_not_implemented(h: Harness) -> None:
 
 
 @pytest.mark.parametrize(("action", "payload"), [
-    ("Reset", {"type": "Soft"}),
-    ("UnlockConnector", {"connectorId": 1}),
     ("TriggerMessage", {"requestedMessage": "Heartbeat"}),
+    ("ReserveNow", {"connectorId": 1, "expiryDate": "2030-01-01T00:00:00Z", "idTag": "T", "reservationId": 1}),
 ])
 def test_known_unsupported_action_not_supported(h: Harness, action: str, payload: dict[str, Any]) -> None:
     h.boot(now=0.0)

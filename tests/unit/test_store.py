@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from evsed.core.authorization import IdTagInfo
 from evsed.store.db import QueuedMessage, Store, TransactionRow, migrations
 
 T0 = "2024-05-01T12:00:00.000Z"
@@ -279,3 +280,107 @@ def test_state_upsert(store: Store) -> None:
     store.set_state("k", "v1")
     store.set_state("k", "v2")
     assert store.get_state("k") == "v2"
+
+
+# --- authorization cache --------------------------------------------------------------------------------------
+def test_auth_cache_table_exists_after_migration(store: Store) -> None:
+    tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "auth_cache" in tables
+    indexes = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "auth_cache_updated" in indexes
+
+
+def test_auth_cache_put_get_roundtrip(store: Store) -> None:
+    assert store.auth_cache_get("TAG") is None
+    assert store.auth_cache_size() == 0
+    store.auth_cache_put("TAG", IdTagInfo("Accepted", 1_800_000_000.5, "PARENT"), 100.0, 10)
+    store.auth_cache_put("OTHER", IdTagInfo("Blocked"), 101.0, 10)
+    assert store.auth_cache_get("TAG") == IdTagInfo("Accepted", 1_800_000_000.5, "PARENT")
+    assert store.auth_cache_get("OTHER") == IdTagInfo("Blocked", None, None)
+    assert store.auth_cache_size() == 2
+
+
+def test_auth_cache_is_case_insensitive_and_upserts(store: Store) -> None:
+    store.auth_cache_put("abc", IdTagInfo("Accepted", None, "P1"), 100.0, 10)
+    assert store.auth_cache_get("ABC") == IdTagInfo("Accepted", None, "P1")
+    store.auth_cache_put("ABC", IdTagInfo("Blocked"), 101.0, 10)
+    assert store.auth_cache_size() == 1
+    # The update replaces every field, the parent and the expiry too.
+    assert store.auth_cache_get("abc") == IdTagInfo("Blocked")
+    assert tuple(store._db.execute("SELECT id_tag, updated_at FROM auth_cache").fetchone()) == ("ABC", 101.0)
+
+
+def test_auth_cache_evicts_oldest_beyond_max(store: Store) -> None:
+    for i, tag in enumerate(["A", "B", "C"]):
+        store.auth_cache_put(tag, IdTagInfo("Accepted"), 100.0 + i, 3)
+    store.auth_cache_put("A", IdTagInfo("Accepted"), 110.0, 3)  # refreshed: B is now the oldest
+    store.auth_cache_put("D", IdTagInfo("Accepted"), 111.0, 3)
+    assert store.auth_cache_size() == 3
+    assert store.auth_cache_get("B") is None
+    assert all(store.auth_cache_get(t) is not None for t in ("A", "C", "D"))
+
+
+def test_auth_cache_evicts_not_valid_entries_first(store: Store) -> None:
+    store.auth_cache_put("OLD_OK", IdTagInfo("Accepted"), 100.0, 3)
+    store.auth_cache_put("BLOCKED", IdTagInfo("Blocked"), 101.0, 3)
+    store.auth_cache_put("RUN_OUT", IdTagInfo("Accepted", expiry=150.0), 102.0, 3)  # expired by t=200
+    store.auth_cache_put("NEW1", IdTagInfo("Accepted"), 200.0, 3)
+    assert store.auth_cache_get("BLOCKED") is None  # NOT-valid goes before the older valid OLD_OK
+    assert store.auth_cache_get("OLD_OK") is not None
+    store.auth_cache_put("NEW2", IdTagInfo("ConcurrentTx"), 201.0, 3)
+    assert store.auth_cache_get("RUN_OUT") is None  # expired counts as NOT-valid
+    store.auth_cache_put("NEW3", IdTagInfo("Accepted"), 202.0, 3)
+    assert store.auth_cache_get("OLD_OK") is None  # then the oldest valid
+    assert {r[0] for r in store._db.execute("SELECT id_tag FROM auth_cache")} == {"NEW1", "NEW2", "NEW3"}
+
+
+def test_auth_cache_never_evicts_the_entry_being_put(store: Store) -> None:
+    store.auth_cache_put("A", IdTagInfo("Accepted"), 100.0, 1)
+    # Older timestamp and NOT-valid, yet it is the new data the space is made for.
+    store.auth_cache_put("B", IdTagInfo("Invalid"), 50.0, 1)
+    assert store.auth_cache_size() == 1
+    assert store.auth_cache_get("B") == IdTagInfo("Invalid")
+
+
+def test_auth_cache_clear(store: Store) -> None:
+    assert store.auth_cache_clear() == 0
+    store.auth_cache_put("A", IdTagInfo("Accepted"), 100.0, 10)
+    store.auth_cache_put("B", IdTagInfo("Blocked"), 100.0, 10)
+    assert store.auth_cache_clear() == 2
+    assert store.auth_cache_size() == 0
+    assert store.auth_cache_get("A") is None
+
+
+def test_auth_cache_survives_close_and_reopen(store: Store, db_path: Path) -> None:
+    store.auth_cache_put("Card1", IdTagInfo("Accepted", 1_900_000_000.0, "GROUP"), 100.0, 10)
+    store.auth_cache_put("card2", IdTagInfo("Blocked"), 101.0, 10)
+    store.close()
+    again = Store(db_path)
+    try:
+        assert again.auth_cache_size() == 2
+        assert again.auth_cache_get("CARD1") == IdTagInfo("Accepted", 1_900_000_000.0, "GROUP")
+        assert again.auth_cache_get("CARD2") == IdTagInfo("Blocked")
+    finally:
+        again.close()
+
+
+def test_auth_cache_migration_keeps_existing_data(db_path: Path) -> None:
+    # A database from before the cache existed (user_version 2) gains the table and keeps its rows.
+    db_path.parent.mkdir(parents=True)
+    db = sqlite3.connect(str(db_path), isolation_level=None)
+    for number, sql in migrations():
+        if number > 2:
+            break
+        for statement in sql.split(";\n"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+    db.execute("INSERT INTO config_keys (name, value) VALUES ('HeartbeatInterval', '60')")
+    db.close()
+    upgraded = Store(db_path)
+    try:
+        assert upgraded.schema_version >= 3
+        assert upgraded.load_config_keys() == {"HeartbeatInterval": "60"}
+        assert upgraded.auth_cache_size() == 0
+    finally:
+        upgraded.close()
