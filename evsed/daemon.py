@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from evsed.board.interface import (
@@ -61,7 +62,8 @@ def build_board(cfg: Config, initial_energy: dict[int, float] | None = None) -> 
     if hw.backend != "sim":
         raise BackendUnavailable(f"{cfg.path}: hardware.backend: {hw.backend!r} is not implemented yet "
                                  "(only 'sim' in this release)")
-    return SimBoard(hw.connectors, hw.voltage_v, hw.meter_poll_interval_s, initial_energy)
+    return SimBoard(hw.connectors, hw.voltage_v, hw.meter_poll_interval_s, initial_energy,
+                    world_path=Path(cfg.storage.dir) / "sim-world.json")
 
 
 class Notifier:

@@ -8,11 +8,14 @@ would, so the safety path under test is the one in the field.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from evsed.board.interface import (
     BoardEvent,
@@ -76,14 +79,18 @@ class _Connector:
 
 class SimBoard:
     def __init__(self, connectors: int, voltage_v: float = 230.0, meter_interval_s: float = 1.0,
-                 initial_energy_wh: dict[int, float] | None = None) -> None:
+                 initial_energy_wh: dict[int, float] | None = None, world_path: Path | None = None) -> None:
         self.connectors = connectors
+        # The simulated cars are the physical world: they stay plugged in when the daemon restarts (crash,
+        # kill -9, reset), so the world is kept in a file next to the database.
+        self._world_path = world_path
         self._voltage = voltage_v
         self._meter_interval = meter_interval_s
         self._c = {i: _Connector() for i in range(1, connectors + 1)}
         for cid, wh in (initial_energy_wh or {}).items():
             if cid in self._c:
                 self._c[cid].energy_wh = wh
+        self._load_world()
         self._cv = threading.Condition()
         self._pending: deque[BoardEvent] = deque()
         self._sink: EventSink | None = None
@@ -223,7 +230,32 @@ class SimBoard:
             before = c.ev.pilot_state(c.pwm_duty)
             for k, v in changes.items():
                 setattr(c.ev, k, v)
+            self._save_world()
             self._physical_change(c, before)
+
+    def _load_world(self) -> None:
+        if self._world_path is None:
+            return
+        try:
+            world = json.loads(self._world_path.read_text(encoding="utf-8"))
+            for cid, ev in world.get("ev", {}).items():
+                if int(cid) in self._c:
+                    self._c[int(cid)].ev = EVModel(**ev)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("sim: ignoring unreadable world file %s: %s", self._world_path, exc)
+
+    def _save_world(self) -> None:
+        if self._world_path is None:
+            return
+        tmp = self._world_path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"ev": {str(cid): asdict(c.ev) for cid, c in self._c.items()}}),
+                           encoding="utf-8")
+            os.replace(tmp, self._world_path)
+        except OSError as exc:
+            log.warning("sim: cannot save the world file %s: %s", self._world_path, exc)
 
     def _physical_change(self, c: _Connector, before: PilotState, force: bool = False) -> None:
         if force or c.ev.pilot_state(c.pwm_duty) != before:
