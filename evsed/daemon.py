@@ -118,7 +118,8 @@ class Daemon:
         self._unlock_waiting: dict[int, tuple[Callable[[str], None], asyncio.TimerHandle | None]] = {}
         self.client = OcppClient(self.session, cfg.ocpp.url, reconnect_min_s=cfg.ocpp.reconnect_min_s,
                                  reconnect_max_s=cfg.ocpp.reconnect_max_s,
-                                 ping_interval=lambda: float(self.keys["WebSocketPingInterval"]))
+                                 ping_interval=lambda: float(self.keys["WebSocketPingInterval"]),
+                                 authorization_key=lambda: self.keys["AuthorizationKey"])
         self.control = ControlServer(cfg.control.socket, self.handle_request)
         self.notifier = Notifier()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -20,16 +21,26 @@ log = logging.getLogger(__name__)
 class OcppClient:
     def __init__(self, session: OcppSession, url: str, *, reconnect_min_s: float = 1.0,
                  reconnect_max_s: float = 60.0, ping_interval: Callable[[], float] = lambda: 30.0,
+                 authorization_key: Callable[[], str | None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.session = session
         self.url = url.rstrip("/") + "/" + session.identity.charge_point_id
         self._min = reconnect_min_s
         self._max = reconnect_max_s
         self._ping_interval = ping_interval
+        self._authorization_key = authorization_key
         self._clock = clock
         self._wake = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._closing = False
+
+    def _headers(self) -> dict[str, str]:
+        """HTTP Basic authentication (Security Whitepaper, profile 1): ChargePointId and AuthorizationKey."""
+        key = self._authorization_key()
+        if not key:
+            return {}
+        token = base64.b64encode(f"{self.session.identity.charge_point_id}:{key}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
 
     def kick(self) -> None:
         """Something changed in the session: flush its outbox and re-arm the timer."""
@@ -43,6 +54,7 @@ class OcppClient:
                 try:
                     ping = self._ping_interval()
                     async with connect(self.url, subprotocols=[websockets.Subprotocol("ocpp1.6")],
+                                       additional_headers=self._headers(),
                                        ping_interval=ping or None, ping_timeout=ping or None,
                                        open_timeout=10, close_timeout=2, max_size=2**20) as ws:
                         if ws.subprotocol != "ocpp1.6":
