@@ -21,6 +21,8 @@ class Device(StrEnum):
     METER = "meter"
     LOCK = "lock"
     READER = "reader"
+    RCD = "rcd"  # residual current / ground-fault monitor
+    OVERCURRENT = "overcurrent"  # current drawn above what is offered
 
 
 @dataclass(frozen=True, slots=True)

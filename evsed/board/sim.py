@@ -32,7 +32,14 @@ from evsed.core.pilot import PilotState, classify, current_for_duty
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("diode", "pilot-short", "contactor-welded", "meter-offline", "lock-failure")
+FAULT_KINDS = ("diode", "pilot-short", "contactor-welded", "meter-offline", "lock-failure", "ground-fault",
+               "over-current", "reader-offline")
+# Faults reported as they are, without a physical model behind them: (device, OCPP error code, info).
+_REPORTED_FAULTS = {
+    "ground-fault": (Device.RCD, "GroundFailure", "residual current device tripped"),
+    "over-current": (Device.OVERCURRENT, "OverCurrentFailure", "current above the offered limit"),
+    "reader-offline": (Device.READER, "ReaderFailure", "RFID reader does not answer"),
+}
 _HIGH_V = {PilotState.A: 12.0, PilotState.B: 9.0, PilotState.C: 6.0, PilotState.D: 3.0}
 
 
@@ -64,6 +71,7 @@ class _Connector:
     meter_offline: bool = False
     lock_failure: bool = False
     locked: bool = False
+    reported: set[str] = field(default_factory=set)  # active _REPORTED_FAULTS kinds
     energy_wh: float = 0.0
     power_w: float = 0.0
     current_a: float = 0.0
@@ -198,6 +206,12 @@ class SimBoard:
                 c.lock_fault_reported = True
                 self._pending.append(DeviceFault(connector, Device.LOCK, "ConnectorLockFailure", True,
                                                  "lock motor did not reach position"))
+            elif kind in _REPORTED_FAULTS and kind not in c.reported:
+                c.reported.add(kind)
+                device, code, info = _REPORTED_FAULTS[kind]
+                # The reader serves the whole charge point: its failure is reported on connector 0.
+                self._pending.append(DeviceFault(0 if device == Device.READER else connector, device, code, True,
+                                                 info))
             self._physical_change(c, before, force=True)
 
     def clear_faults(self, connector: int) -> None:
@@ -213,6 +227,11 @@ class SimBoard:
                 c.lock_failure = c.lock_fault_reported = False
                 self._pending.append(DeviceFault(connector, Device.LOCK, "ConnectorLockFailure", False,
                                                  "lock works again"))
+            for kind in sorted(c.reported):
+                device, code, _ = _REPORTED_FAULTS[kind]
+                self._pending.append(DeviceFault(0 if device == Device.READER else connector, device, code, False,
+                                                 "back to normal"))
+            c.reported.clear()
             self._physical_change(c, before, force=True)
 
     def ev_snapshot(self, connector: int) -> dict[str, object]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from evsed.core.pilot import CHARGING_STATES, MIN_CURRENT_A, PilotState, duty_for_current
 
 # Device failures (board.interface.Device values) that forbid energy flow; see core.safety.
-BLOCKING_SOURCES = frozenset({"pilot", "contactor", "meter", "lock"})
+BLOCKING_SOURCES = frozenset({"pilot", "contactor", "meter", "lock", "rcd", "overcurrent"})
 # When the EVSE withdraws PWM during C2, the EV should go to B; after this it is opened under load.
 STOP_UNDER_LOAD_TIMEOUT_S = 6.0
 # The EV gets this long to answer an offered PWM by closing S2 before it counts as SuspendedEV

@@ -112,6 +112,8 @@ class OcppClient:
                 await ws.send(frame)
             except websockets.ConnectionClosed:
                 return
+            except (UnicodeEncodeError, ValueError, TypeError) as exc:  # one bad frame must not cost the link
+                log.error("ocpp: frame not sendable, dropped: %s", exc)
 
     async def close(self) -> None:
         """Close with a proper close frame (1000)."""

@@ -108,6 +108,7 @@ class RpcError(Exception):
         details: dict[str, Any] | None = None,
         *,
         in_reply_to: str | None = None,
+        answerable: bool = True,
     ) -> None:
         super().__init__(code, description)
         self.code = code
@@ -115,6 +116,9 @@ class RpcError(Exception):
         self.unique_id = unique_id
         self.details: dict[str, Any] = {} if details is None else details
         self.in_reply_to = in_reply_to
+        # False for anything that is not recognisably a CALL (a broken CALLRESULT/CALLERROR, an unknown
+        # MessageTypeId): a CALLERROR only ever answers a CALL (OCPP-J 4.2.3), so these are dropped.
+        self.answerable = answerable
 
     def __str__(self) -> str:
         return f"{self.code}: {self.description}" if self.description else str(self.code)
@@ -218,8 +222,13 @@ def decode(text: str | bytes) -> Frame:
     if mtype == MessageType.CALL:
         return _decode_call(msg)
     if mtype in (MessageType.CALLRESULT, MessageType.CALLERROR):
-        return _decode_response(msg, mtype)
-    raise RpcError(ErrorCode.FORMATION_VIOLATION, f"unknown MessageTypeId {mtype}; frame ignored")
+        try:
+            return _decode_response(msg, mtype)
+        except RpcError as err:
+            err.answerable = False
+            raise
+    raise RpcError(ErrorCode.FORMATION_VIOLATION, f"unknown MessageTypeId {mtype}; frame ignored",
+                   answerable=False)
 
 
 def _decode_call(msg: list[Any]) -> Call:
@@ -325,4 +334,11 @@ def encode(frame: Frame) -> str:
         ]
     else:
         raise TypeError(f"not an OCPP-J frame: {type(frame).__name__}")
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate echoed from the CSMS (legal as a JSON escape, not as UTF-8): keep it escaped so
+        # the frame can still be sent and means exactly what the CSMS sent.
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text

@@ -206,7 +206,7 @@ class OcppSession:
                     self._on_failure(p, now, rejected=True)
                     self._pump(now)
                 return
-            if self.registration == "Rejected":
+            if self.registration == "Rejected" or not err.answerable:
                 return
             # OCPP-J 2.0.1 part 4 section 4.2.3 (1.6 is silent): "-1" when the MessageId cannot be read.
             self._send(err.to_call_error(err.unique_id if err.unique_id is not None else "-1"))
