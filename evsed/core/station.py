@@ -211,7 +211,9 @@ class Station:
         """Persisted ChangeAvailability results from before a restart (0 = the charge point)."""
         self.cp_available = operative.get(0, True)
         for cid, c in self.connectors.items():
-            c.available = operative.get(cid, True) and self.cp_available
+            # Each connector's own last value; connector 0's for those never set on their own.
+            c.available = operative.get(cid, self.cp_available)
+        self._update_cp()  # connector 0's status is reported at boot before any event arrives
 
     def pilot(self, connector: int, state: PilotState, diode_fault: bool, now: float) -> list[Action]:
         c = self.connectors[connector]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,8 +125,12 @@ class OcppSession:
         self._rng = rng or random.Random()
         self._pending: _Pending | None = None
         self._normal: deque[tuple[str, dict[str, Any], Any]] = deque()
-        # connector -> (status, errorCode, info, changed at, due, attempts); sent once due (MinimumStatusDuration)
-        self._status_unsent: dict[int, tuple[str, str, str, float, float, int]] = {}
+        # connector -> (status, errorCode, info, changed at, due, attempts, after): sent once due
+        # (MinimumStatusDuration) and not before the transaction messages queued up to `after` (so Finishing
+        # follows its StopTransaction).
+        self._status_unsent: dict[int, tuple[str, str, str, float, float, int, int]] = {}
+        # Deferred answers waiting for transaction messages queued before them: (after, frame).
+        self._held_replies: list[tuple[int, str]] = []
         self._status_sent: dict[int, tuple[str, str]] = {}
         self._next_boot = now
         self._last_sent = now
@@ -178,6 +183,7 @@ class OcppSession:
 
     def connection_lost(self, now: float) -> None:
         self.connected = False
+        self._held_replies.clear()
         pending, self._pending = self._pending, None
         if pending is not None:
             self._fail_offline(pending.action, pending.payload, pending.context, now)
@@ -278,6 +284,12 @@ class OcppSession:
         except rpc.RpcError as err:
             self._send(err.to_call_error(unique_id))
             return
+        # An UnlockConnector during a transaction stopped it first: its StopTransaction goes out first.
+        after = self.store.last_queued_seq()
+        head = self.store.queue_head()
+        if head is not None and head.seq <= after:
+            self._held_replies.append((after, rpc.encode(rpc.CallResult(unique_id, response))))
+            return
         self._send(rpc.CallResult(unique_id, response))
 
     def _handle_result(self, result: rpc.CallResult, now: float) -> None:
@@ -341,7 +353,7 @@ class OcppSession:
             # Back to what the CSMS already knows before the newer status went out: nothing to report.
             self._status_unsent.pop(connector, None)
         else:
-            self._status_unsent[connector] = (status, error_code, info, now, due, 0)
+            self._status_unsent[connector] = (status, error_code, info, now, due, 0, self.store.last_queued_seq())
         self._pump(now)
 
     def authorize(self, id_tag: str, now: float, context: Any = None) -> None:
@@ -519,9 +531,20 @@ class OcppSession:
         self._pending = _Pending(uid, action, payload, now + self._call_timeout(), queued, context)
         self._last_sent = now
         self._send(rpc.Call(uid, action, payload))
+        if queued is not None:
+            self._release_replies(queued.seq)
+
+    def _release_replies(self, sent_seq: int) -> None:
+        """Send the held answers whose preceding transaction messages have now gone out."""
+        ready = [frame for after, frame in self._held_replies if after <= sent_seq]
+        self._held_replies = [(after, frame) for after, frame in self._held_replies if after > sent_seq]
+        self.outbox.extend(ready)
 
     def _pump(self, now: float) -> None:
         """Send the next CALL if the line is free; called after every event."""
+        if self._held_replies:
+            head = self.store.queue_head()
+            self._release_replies(head.seq - 1 if head is not None else sys.maxsize)
         if not self.connected or self._pending is not None:
             return
         if self.registration != "Accepted":
@@ -530,14 +553,19 @@ class OcppSession:
             return
         due = [c for c, entry in self._status_unsent.items() if entry[4] <= now]
         if due:
+            head = self.store.queue_head() if now >= self._tx_retry_at else None
+            if head is not None and head.seq <= max(self._status_unsent[c][6] for c in due):
+                # A status that follows a transaction message (e.g. Finishing after StopTransaction) waits for it.
+                self._call(head.action, self._with_transaction_id(head), now, queued=head)
+                return
             connector = min(due)
-            status, error_code, info, at, _, attempts = self._status_unsent.pop(connector)
+            status, error_code, info, at, _, attempts, after = self._status_unsent.pop(connector)
             payload: dict[str, Any] = {"connectorId": connector, "errorCode": error_code, "status": status,
                                        "timestamp": self.timestamp(at)}
             if info:
                 payload["info"] = info[:50]
             self._call("StatusNotification", payload, now, context=(connector, status, error_code, info, at,
-                                                                     attempts))
+                                                                     attempts, after))
             return
         if self._normal:
             action, payload, context = self._normal.popleft()
@@ -572,7 +600,8 @@ class OcppSession:
     def _queue_all_statuses(self, now: float) -> None:
         self._status_sent.clear()
         for connector, (status, error_code, info) in self.controller.statuses().items():
-            self._status_unsent[connector] = (status, error_code, info, now, now, 0)
+            # The current state first, ahead of any backlog of transaction messages.
+            self._status_unsent[connector] = (status, error_code, info, now, now, 0, 0)
 
     # --- answers to our CALLs -----------------------------------------------------------------------------
     def _on_confirmation(self, p: _Pending, payload: dict[str, Any], now: float) -> None:
@@ -645,9 +674,10 @@ class OcppSession:
             if callable(p.context):
                 p.context(None)
         elif p.action == "StatusNotification":
-            connector, status, error_code, info, at, attempts = p.context
+            connector, status, error_code, info, at, attempts, _ = p.context
             if connector not in self._status_unsent and attempts + 1 < STATUS_ATTEMPTS and self.connected:
-                self._status_unsent[connector] = (status, error_code, info, at, now + STATUS_RETRY_S, attempts + 1)
+                self._status_unsent[connector] = (status, error_code, info, at, now + STATUS_RETRY_S, attempts + 1,
+                                                  0)
         elif p.queued is not None:
             interval = int(self.keys["TransactionMessageRetryInterval"])
             if not rejected:

@@ -160,6 +160,10 @@ class Store:
             return None
         return QueuedMessage(r["seq"], r["local_tx_id"], r["action"], json.loads(r["payload"]), r["attempts"])
 
+    def last_queued_seq(self) -> int:
+        """The newest queued message's sequence number (0 when the queue is empty)."""
+        return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM tx_queue").fetchone()[0])
+
     def queue_length(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM tx_queue").fetchone()[0])
 

@@ -382,3 +382,36 @@ def test_secret_key_change_is_not_logged(caplog: pytest.LogCaptureFixture) -> No
     assert secret not in caplog.text
     got = h.csms_call("g", "GetConfiguration", {"key": ["AuthorizationKey"]}, 2.0)
     assert got[2]["configurationKey"] == [{"key": "AuthorizationKey", "readonly": False}]
+
+
+# --- order of causally related frames ---------------------------------------------------------------------------
+def test_status_after_a_stop_waits_for_the_stop_transaction() -> None:
+    h = Harness()
+    h.boot(now=0.0)
+    h.s.transaction_started(1, "CARD", 0.0, 1.0)
+    h.answer_generic(h.one_call("StartTransaction"), 1.1)
+    h.s.status_changed(1, "SuspendedEVSE", "NoError", "", 2.0)
+    sn = h.one_call("StatusNotification")  # the line is busy with it while the stop happens
+    h.s.transaction_stopped(1, 10.0, 2.1, "Local", "CARD")
+    h.s.status_changed(1, "Finishing", "NoError", "", 2.1)
+    h.reply(sn, {}, 2.2)
+    assert h.one_call()[2] == "StopTransaction"
+
+
+def test_unlock_answer_follows_the_stop_transaction() -> None:
+    h = Harness()
+    h.boot(now=0.0)
+    h.s.transaction_started(1, "CARD", 0.0, 1.0)
+    h.answer_generic(h.one_call("StartTransaction"), 1.1)
+    h.s.status_changed(1, "SuspendedEVSE", "NoError", "", 2.0)
+    sn = h.one_call("StatusNotification")
+    h.ctl.unlock_result = None
+    h.incoming["u1"] = "UnlockConnector"
+    h.s.receive(json.dumps([2, "u1", "UnlockConnector", {"connectorId": 1}]), 2.0)
+    h.s.transaction_stopped(1, 10.0, 2.1, "UnlockCommand", None)
+    h.ctl.unlock_replies[0]("Unlocked")
+    assert h.frames() == []  # held: the StopTransaction has not gone out yet
+    h.reply(sn, {}, 2.2)
+    frames = h.frames()
+    assert [f[0] for f in frames] == [2, 3] and frames[0][2] == "StopTransaction"
+    assert frames[1] == [3, "u1", {"status": "Unlocked"}]

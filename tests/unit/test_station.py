@@ -784,9 +784,14 @@ def test_restored_availability_applies_at_start() -> None:
     assert statuses(actions, 1) == [Status.UNAVAILABLE] and statuses(actions, 2) == [Status.AVAILABLE]
     st = Station(2, 32.0, make_keys())
     st.restore_availability({0: False})
+    assert st.cp_status == (Status.UNAVAILABLE, "NoError")  # known before the first board event
     actions = st.start(0.0)
-    assert statuses(actions, 0) == [Status.UNAVAILABLE]
     assert statuses(actions, 1) == [Status.UNAVAILABLE] and statuses(actions, 2) == [Status.UNAVAILABLE]
+    # A connector made operative on its own under an inoperative charge point stays so after a restart.
+    st = Station(2, 32.0, make_keys())
+    st.restore_availability({0: False, 1: True, 2: False})
+    actions = st.start(0.0)
+    assert statuses(actions, 1) == [Status.AVAILABLE] and statuses(actions, 2) == [Status.UNAVAILABLE]
 
 
 # --- UnlockConnector ---------------------------------------------------------------------------------------------

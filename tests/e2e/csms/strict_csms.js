@@ -38,6 +38,18 @@
  *        authorizeDefault: status for tags not in the map; nextTransactionId: int;
  *        respond: true|false|{"Action": bool}  (false = never answer, for timeout tests);
  *        stopTransactionStatus: idTagInfo status returned in StopTransaction.conf (optional)
+ *        startTransactionStatus: idTagInfo status returned in StartTransaction.conf (optional;
+ *          null (default) = the authorize/authorizeDefault status, as for Authorize)
+ *        parentIdTag: {"TAG": "PARENT"}: parentIdTag added to every idTagInfo for TAG (merged like authorize)
+ *        expiryDate: {"TAG": "<RFC 3339>"}: expiryDate added to every idTagInfo for TAG (merged like authorize)
+ *        dataTransfer: DataTransfer.conf payload for every CP DataTransfer.req, e.g.
+ *          {"status":"Accepted","data":"pong"}; null (default) = {"status":"UnknownVendorId"}
+ *        callError: {"Action": N|true}  answer the next N CALLs of Action (true = every one) with a
+ *          CALLERROR InternalError instead of a CALLRESULT; N counts down (replaces the whole map,
+ *          {} = off). Each such answer emits
+ *          {"event":"answered_error","identity":..,"action":..,"messageId":..,"code":"InternalError"}
+ *        answerDelayMs: {"Action": ms}  answer CALLs of Action only after ms milliseconds, like a CSMS
+ *          behind real network latency (replaces the whole map, {} = no delay; default {})
  *   {"id":3,"cmd":"raw","identity":..,"text":"<frame>","timeout":3}
  *        -> result = {"message": "<first CALLRESULT/CALLERROR text sent back>" | null}
  *   {"id":4,"cmd":"close","identity":..,"code":1000}
@@ -79,6 +91,12 @@ const knobs = {
     nextTransactionId: 1,
     respond: true,
     stopTransactionStatus: null,
+    startTransactionStatus: null,
+    parentIdTag: {},
+    expiryDate: {},
+    dataTransfer: null,
+    callError: {},
+    answerDelayMs: {},
 };
 
 function emit(obj) {
@@ -101,9 +119,25 @@ function shouldRespond(action) {
     return true;
 }
 
+// callError knob: true if this CALL of `action` is to be answered with a CALLERROR (counts down).
+function takeCallError(action) {
+    const ce = knobs.callError;
+    if (!ce || typeof ce !== 'object' || !(action in ce)) return false;
+    const n = ce[action];
+    if (n === true) return true;
+    if (typeof n === 'number' && n > 0) {
+        ce[action] = n - 1;
+        return true;
+    }
+    return false;
+}
+
 function idTagInfo(idTag) {
     const status = (idTag in knobs.authorize) ? knobs.authorize[idTag] : knobs.authorizeDefault;
-    return {status};
+    const info = {status};
+    if (idTag in knobs.expiryDate) info.expiryDate = knobs.expiryDate[idTag];
+    if (idTag in knobs.parentIdTag) info.parentIdTag = knobs.parentIdTag[idTag];
+    return info;
 }
 
 function errorInfo(err) {
@@ -244,6 +278,12 @@ server.on('client', (client) => {
                 log(`not answering ${action} ${messageId} (respond=false)`);
                 return NOREPLY;
             }
+            if (takeCallError(action)) {
+                emit({event: 'answered_error', identity, action, messageId, code: 'InternalError'});
+                throw createRPCError('InternalError', `${action} refused by the test harness (callError knob)`);
+            }
+            const delayMs = (knobs.answerDelayMs || {})[action];
+            if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
             const result = await fn(params);
             emit({event: 'answered', identity, action, messageId, result});
             return result;
@@ -261,7 +301,9 @@ server.on('client', (client) => {
     answer('StartTransaction', (p) => {
         const transactionId = knobs.nextTransactionId;
         knobs.nextTransactionId += 1;
-        return {transactionId, idTagInfo: idTagInfo(p.idTag)};
+        const info = idTagInfo(p.idTag);
+        if (knobs.startTransactionStatus) info.status = knobs.startTransactionStatus;
+        return {transactionId, idTagInfo: info};
     });
     answer('StopTransaction', (p) => {
         if (p.idTag === undefined) return {};
@@ -270,7 +312,7 @@ server.on('client', (client) => {
         return {idTagInfo: info};
     });
     answer('MeterValues', () => ({}));
-    answer('DataTransfer', () => ({status: 'UnknownVendorId'}));
+    answer('DataTransfer', () => (knobs.dataTransfer ? {...knobs.dataTransfer} : {status: 'UnknownVendorId'}));
     answer('DiagnosticsStatusNotification', () => ({}));
     answer('FirmwareStatusNotification', () => ({}));
     answer('SecurityEventNotification', () => ({}));
@@ -387,7 +429,7 @@ async function handleCommand(cmd) {
             for (const [k, v] of Object.entries(cmd)) {
                 if (k === 'id' || k === 'cmd') continue;
                 if (!(k in knobs)) throw new Error(`unknown knob ${k}`);
-                if (k === 'authorize') knobs.authorize = {...knobs.authorize, ...v};
+                if (k === 'authorize' || k === 'parentIdTag' || k === 'expiryDate') knobs[k] = {...knobs[k], ...v};
                 else knobs[k] = v;
             }
             return knobs;
