@@ -15,6 +15,9 @@ from evsed.core.pilot import CHARGING_STATES, MIN_CURRENT_A, PilotState, duty_fo
 
 # Device failures (board.interface.Device values) that forbid energy flow; see core.safety.
 BLOCKING_SOURCES = frozenset({"pilot", "contactor", "meter", "lock", "rcd", "overcurrent"})
+# Faults in talking to the EV (pilot E/F while an EV is there, a failed diode check): energy stops, but OCPP 1.6
+# section 4.9 makes EVCommunicationError a warning, only with Preparing, SuspendedEV(SE) or Finishing.
+EV_COMMUNICATION = "EVCommunicationError"
 # When the EVSE withdraws PWM during C2, the EV should go to B; after this it is opened under load.
 STOP_UNDER_LOAD_TIMEOUT_S = 6.0
 # The EV gets this long to answer an offered PWM by closing S2 before it counts as SuspendedEV
@@ -221,11 +224,18 @@ class Station:
         c.pilot = state
         pwm_on = c.pwm_duty is not None
         if state in (PilotState.E, PilotState.F):
-            c.faults["pilot"] = ("EVCommunicationError", f"pilot in state {state}")
+            # With an EV there (or a session) it is the EV link that failed; on an idle connector the pilot
+            # circuit itself is at fault (a short in the socket or cable, a dead pilot generator).
+            ev_side = c.tx is not None or previous not in (PilotState.A, PilotState.E, PilotState.F)
+            if "pilot" not in c.faults or not c.faults["pilot"][1].startswith("pilot in state"):
+                code = EV_COMMUNICATION if ev_side else "OtherError"
+            else:
+                code = c.faults["pilot"][0]
+            c.faults["pilot"] = (code, f"pilot in state {state}")
         elif "pilot" in c.faults and c.faults["pilot"][1].startswith("pilot in state"):
             del c.faults["pilot"]
         if diode_fault and pwm_on:
-            c.faults["diode"] = ("EVCommunicationError", "diode check failed")
+            c.faults["diode"] = (EV_COMMUNICATION, "diode check failed")
             c.diode_recheck_at = now + DIODE_RECHECK_S
             c.diode_probe = False
         elif "diode" in c.faults and (state == PilotState.A or (pwm_on and not diode_fault)):
@@ -641,11 +651,16 @@ class Station:
         return [StatusChanged(0, status[0], code, text)]
 
     def status_of(self, c: Connector, now: float) -> tuple[Status, str, str]:
-        if c.faults:
-            code, info = next(iter(c.faults.values()))
-            return Status.FAULTED, code, info
+        hard = [(code, info) for code, info in c.faults.values() if code != EV_COMMUNICATION]
+        if hard:
+            return Status.FAULTED, hard[0][0], hard[0][1]
         if not c.available and c.tx is None:
             return Status.UNAVAILABLE, "NoError", ""
+        if c.faults:  # only EV communication warnings: energy is withheld, the session goes on
+            info = next(iter(c.faults.values()))[1]
+            if c.tx is not None:
+                return Status.SUSPENDED_EVSE, EV_COMMUNICATION, info
+            return (Status.FINISHING if c.finishing else Status.PREPARING), EV_COMMUNICATION, info
         if c.tx is not None:
             if c.stopping is not None:
                 return Status.SUSPENDED_EVSE, "NoError", "stopping"

@@ -568,8 +568,9 @@ def test_reader_failure_does_not_interrupt_charging() -> None:
 def test_pilot_e_f_is_ev_communication_error(state: PilotState) -> None:
     st = charging_station()
     actions = st.pilot(1, state, False, 10.0)
+    # Section 4.9: EVCommunicationError is a warning with SuspendedEVSE, not Faulted.
     assert actions == [SetPwm(1, None, 0.0), SetContactor(1, False),
-                       StatusChanged(1, Status.FAULTED, "EVCommunicationError", f"pilot in state {state}")]
+                       StatusChanged(1, Status.SUSPENDED_EVSE, "EVCommunicationError", f"pilot in state {state}")]
     assert of(actions, TransactionStopped) == []
     back = st.pilot(1, C, False, 11.0)
     assert back == [SetPwm(1, DUTY_32A, 32.0), SetContactor(1, True), StatusChanged(1, Status.CHARGING, "NoError", "")]
@@ -577,8 +578,17 @@ def test_pilot_e_f_is_ev_communication_error(state: PilotState) -> None:
 
 def test_pilot_f_on_idle_connector() -> None:
     st, _ = new_station()
-    assert statuses(st.pilot(1, F, False, 1.0)) == [Status.FAULTED]
+    actions = st.pilot(1, F, False, 1.0)
+    assert of(actions, StatusChanged) == [StatusChanged(1, Status.FAULTED, "OtherError", "pilot in state F")]
     assert statuses(st.pilot(1, A, False, 2.0)) == [Status.AVAILABLE]
+
+
+def test_pilot_short_with_ev_plugged_is_a_warning() -> None:
+    st, _ = new_station()
+    st.pilot(1, B, False, 1.0)
+    actions = st.pilot(1, E, False, 2.0)
+    assert of(actions, StatusChanged) == [StatusChanged(1, Status.PREPARING, "EVCommunicationError",
+                                                        "pilot in state E")]
 
 
 # --- diode fault ---------------------------------------------------------------------------------------------
@@ -586,15 +596,15 @@ def test_diode_fault_latches_and_is_reprobed() -> None:
     st = charging_station()
     fault = st.pilot(1, C, True, 10.0)
     assert fault == [SetPwm(1, None, 0.0), SetContactor(1, False),
-                     StatusChanged(1, Status.FAULTED, "EVCommunicationError", "diode check failed")]
+                     StatusChanged(1, Status.SUSPENDED_EVSE, "EVCommunicationError", "diode check failed")]
     assert st.next_deadline() == pytest.approx(10.0 + DIODE_RECHECK_S)
     # Without PWM the diode cannot be checked: a clean reading does not clear the latch.
     assert st.pilot(1, B, False, 11.0) == []
-    assert st.connectors[1].status == Status.FAULTED
+    assert st.connectors[1].status == Status.SUSPENDED_EVSE
     assert st.tick(10.0 + DIODE_RECHECK_S - 0.01) == []
     probe = st.tick(10.0 + DIODE_RECHECK_S)
-    assert probe == [SetPwm(1, DUTY_32A, 32.0)]  # PWM offered again; still Faulted, contactor still open
-    assert st.connectors[1].status == Status.FAULTED
+    assert probe == [SetPwm(1, DUTY_32A, 32.0)]  # PWM offered again; still the warning, contactor still open
+    assert st.connectors[1].error_code == "EVCommunicationError"
     # The re-check fails again: PWM off, next probe 5 s later.
     refail = st.pilot(1, B, True, 15.5)
     assert refail == [SetPwm(1, None, 0.0)]
