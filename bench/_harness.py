@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from evsed.config import load as load_config
 from evsed.control.protocol import ControlError, request
-from evsed.devcsms.server import DevCSMS
+from evsed.devcsms.server import DevCSMS, Event
 
 
 def config_text(tmp: Path, port: int, cp_id: str = "BENCH", connectors: int = 1, extra: str = "") -> str:
@@ -38,12 +42,24 @@ socket = "{tmp}/evsed.sock"
 """
 
 
+def write_config(tmp: Path, port: int, extra: str = "", connectors: int = 1) -> Path:
+    """Write the bench config to tmp/evsed.toml (what Daemon does) and return its path."""
+    cfg = tmp / "evsed.toml"
+    cfg.write_text(config_text(tmp, port, connectors=connectors, extra=extra))
+    return cfg
+
+
+def database_path(config: Path) -> Path:
+    """The SQLite file a daemon started with this config uses (storage.dir from the config)."""
+    return Path(load_config(str(config)).storage.database)
+
+
 class Daemon:
-    def __init__(self, tmp: Path, port: int, extra: str = "", notify: bool = False) -> None:
+    def __init__(self, tmp: Path, port: int, extra: str = "", notify: bool = False, *,
+                 connectors: int = 1, log_level: str = "warning") -> None:
         self.tmp = tmp
         self.sock = str(tmp / "evsed.sock")
-        cfg = tmp / "evsed.toml"
-        cfg.write_text(config_text(tmp, port, extra=extra))
+        cfg = write_config(tmp, port, extra, connectors)
         env = dict(os.environ)
         self.notify_sock: socket.socket | None = None
         if notify:
@@ -54,7 +70,8 @@ class Daemon:
         self.log = (tmp / "daemon.log").open("ab")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "evsed.cli.daemon", "--config", str(cfg),
-                                      "--log-level", "warning"], env=env, stderr=self.log)
+                                      "--log-level", log_level], env=env, stderr=self.log)
+        _LIVE.add(self)
 
     def wait_ready_notify(self, timeout: float = 20.0) -> float:
         assert self.notify_sock is not None
@@ -84,11 +101,49 @@ class Daemon:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def rss_kib(self) -> int:
+    def proc_status_kib(self, field: str) -> int:
+        """A kB figure of /proc/PID/status, e.g. VmRSS or VmHWM (peak RSS)."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
         return 0
+
+    def rss_kib(self) -> int:
+        return self.proc_status_kib("VmRSS")
+
+    def peak_rss_kib(self) -> int:
+        return self.proc_status_kib("VmHWM")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_accepted(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until registered with the CSMS; fail early (with the log's tail) if the process died."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.alive:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                s = self.ctl(cmd="status")
+                if s["ocpp"]["registration"] == "Accepted" and s["ocpp"]["connected"]:
+                    return s  # type: ignore[no-any-return]
+            except ControlError:
+                pass
+            time.sleep(0.02)
+        raise TimeoutError(f"daemon not Accepted within {timeout:g} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        text = (self.tmp / "daemon.log").read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def kill9(self) -> None:
+        """SIGKILL: no shutdown code runs, like a power cut of the process."""
+        if self.alive:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._close()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -96,19 +151,50 @@ class Daemon:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        _LIVE.discard(self)
         if self.notify_sock is not None:
             self.notify_sock.close()
-        self.log.close()
+            self.notify_sock = None
+        if not self.log.closed:
+            self.log.close()
+
+
+# Daemons started by this bench process and not yet stopped; killed on exit so nothing is left behind.
+_LIVE: set[Daemon] = set()
+
+
+def _kill_live() -> None:
+    for d in list(_LIVE):
+        if d.alive:
+            d.proc.kill()
+            d.proc.wait(10)
+        d._close()
+
+
+def kill_daemons_on_exit() -> None:
+    """Kill (by pid) every daemon this process started when it exits, also on SIGTERM/SIGHUP and Ctrl-C."""
+    atexit.register(_kill_live)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        _kill_live()
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
 
 
 class CsmsThread:
     """A DevCSMS on its own event loop in a thread, so the bench can block freely."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_event: Callable[[Event], None] | None = None) -> None:
         import threading
 
         self.loop = asyncio.new_event_loop()
-        self.csms = DevCSMS(port=0)
+        self.csms = DevCSMS(port=0, on_event=on_event)
         ready = threading.Event()
 
         def run() -> None:

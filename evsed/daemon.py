@@ -99,7 +99,11 @@ class Daemon:
         n = cfg.hardware.connectors
         self.keys = ConfigKeys(self.store, cfg.ocpp.config, n, fixed_cable=cfg.hardware.fixed_cable,
                                message_timeout_s=math.ceil(cfg.ocpp.call_timeout_s))
-        self.board = build_board(cfg, self.store.meter_registers())
+        # A meter register never goes back: start the sim's from the highest value we ever recorded.
+        registers = self.store.meter_registers()
+        for cid, wh in self.store.last_transaction_meters().items():
+            registers[cid] = max(registers.get(cid, 0.0), wh)
+        self.board = build_board(cfg, registers)
         self.supervisor = SafetySupervisor(self.board, self._from_board_thread, n)
         self.station = st.Station(n, cfg.hardware.max_current_a, self.keys, fixed_cable=cfg.hardware.fixed_cable)
         self.station.restore_availability(self._persisted_availability())
@@ -275,7 +279,7 @@ class Daemon:
         if plugged and self.cfg.system.resume_transactions:
             log.info("connector %d: EV still connected, resuming transaction %d", row.connector, row.local_id)
             self._apply(self.station.resume_transaction(row.connector, row.id_tag, row.meter_start_wh,
-                                                        row.parent_id_tag))
+                                                        row.parent_id_tag, row.last_meter_wh))
             self.session.transaction_resumed(row.connector, row.local_id, now)
             return
         reason = st.StopReason.REBOOT if self._last_exit_clean else st.StopReason.POWER_LOSS
@@ -284,7 +288,7 @@ class Daemon:
                  row.last_meter_wh)
         # Stamped with the last moment the previous run is known to have been alive.
         stamp = row.last_meter_at or row.started_at
-        self.session.close_transaction(row.local_id, row.last_meter_wh, stamp, reason, None)
+        self.session.close_orphan(row.local_id, row.last_meter_wh, stamp, reason)
         self.client.kick()
 
     def _persisted_availability(self) -> dict[int, bool]:

@@ -297,7 +297,7 @@ class Station:
                 return self._request_stop(c, StopReason.LOCAL, id_tag, now)
         for c in self.connectors.values():
             if c.tx is None and c.lock_owner is not None and same_tag(c.lock_owner[0], id_tag):
-                return self._release_lock(c)
+                return self._release_lock(c, now)
         if id_tag in self._awaiting_auth:
             return []
         self._awaiting_auth.add(id_tag)
@@ -314,7 +314,7 @@ class Station:
                     return self._request_stop(c, StopReason.LOCAL, id_tag, now)
             for c in self.connectors.values():
                 if c.tx is None and c.lock_owner is not None and same_tag(c.lock_owner[1], parent_id_tag):
-                    return self._release_lock(c)
+                    return self._release_lock(c, now)
         target = self._connector_for_card()
         if target is None:
             return [AuthorizationRejected(id_tag, "NoConnectorAvailable")]
@@ -357,10 +357,13 @@ class Station:
         return actions
 
     def resume_transaction(self, connector: int, id_tag: str, meter_start_wh: float,
-                           parent_id_tag: str | None = None) -> list[Action]:
+                           parent_id_tag: str | None = None, last_meter_wh: float = 0.0) -> list[Action]:
         """A transaction persisted before a restart that is still running (the EV never left)."""
         c = self.connectors[connector]
         c.tx = _Tx(id_tag, parent_id_tag, meter_start_wh)
+        # Until the meter answers again, the register is at least what was last persisted: a stop in that
+        # moment must not report less energy than the transaction already had.
+        c.energy_wh = max(c.energy_wh, last_meter_wh, meter_start_wh)
         c.ever_charged = True
         return self._lock(c, True, force=True)  # the lock state after a restart is unknown: command it again
 
@@ -422,7 +425,7 @@ class Station:
             if c.stopping is None:
                 return "Accepted", self._request_stop(c, StopReason.UNLOCK_COMMAND, None, now)
             return "Accepted", []
-        return "Accepted", self._release_lock(c, force=True)
+        return "Accepted", self._release_lock(c, now, force=True)
 
     def set_limit(self, connector: int, amps: float | None, now: float) -> list[Action]:
         c = self.connectors[connector]
@@ -527,12 +530,12 @@ class Station:
         c.locked = locked
         return [SetLock(c.id, locked)]
 
-    def _release_lock(self, c: Connector, force: bool = False) -> list[Action]:
+    def _release_lock(self, c: Connector, now: float, force: bool = False) -> list[Action]:
         c.lock_owner = None
         actions = self._lock(c, False, force=force)
         if force:
             actions.append(UnlockDone(c.id))
-        return actions
+        return actions + self._update(c, now)
 
     def _unplugged(self, c: Connector, now: float) -> list[Action]:
         c.finishing = False
@@ -582,7 +585,7 @@ class Station:
             c.lock_owner = (tx.id_tag, tx.parent_id_tag)
         if c.unlock_after_stop:
             c.unlock_after_stop = False
-            actions += self._release_lock(c, force=True)
+            actions += self._release_lock(c, now, force=True)
         elif not c.plugged and c.lock_owner is None:
             actions += self._lock(c, False)
         if c.unavailable_scheduled:
@@ -678,6 +681,9 @@ class Station:
             return Status.SUSPENDED_EV, "NoError", ""
         if c.finishing and c.plugged:
             return Status.FINISHING, "NoError", ""
+        if c.lock_owner is not None and not self.fixed_cable:
+            # The cable hangs locked in the socket for its owner's card (section 4.10, errata 3.5).
+            return Status.FINISHING, "NoError", "cable locked for its owner"
         if c.plugged or c.prepared is not None:
             return Status.PREPARING, "NoError", ""
         return Status.AVAILABLE, "NoError", ""

@@ -320,8 +320,9 @@ class OcppSession:
             p, self._pending = self._pending, None
             log.warning("ocpp: no answer to %s within %.0f s", p.action, self._call_timeout())
             self._on_failure(p, now, rejected=False)
-        self._sample(now)
+        # Clock-aligned first: its reading is stamped on the boundary, before a periodic one taken now.
         self._sample_aligned(now)
+        self._sample(now)
         self._pump(now)
 
     def next_deadline(self, now: float) -> float:
@@ -417,8 +418,24 @@ class OcppSession:
         self.close_transaction(local_id, meter_wh, timestamp, reason, id_tag)
         self._pump(at)
 
+    def close_orphan(self, local_id: int, meter_wh: float, timestamp: str, reason: str) -> None:
+        """A transaction the previous run left open and that does not go on (PowerLoss / Reboot): ended with the
+        last persisted register, which is also its Transaction.End value."""
+        row = self.store.transaction(local_id)
+        energy = [m for m in self._stop_measurands() if m == "Energy.Active.Import.Register"]
+        if row is not None and energy:
+            reading = Measurement(meter_wh, 0.0, (), (), 0.0)
+            self._record_stop_value(local_id, row.connector, "Transaction.End", energy, timestamp, reading)
+        self.close_transaction(local_id, meter_wh, timestamp, reason, None)
+
     def close_transaction(self, local_id: int, meter_wh: float, timestamp: str, reason: str,
                           id_tag: str | None) -> None:
+        row = self.store.transaction(local_id)
+        if row is not None and meter_wh < row.meter_start_wh:
+            # A register that went back (a replaced or reset meter) must not report negative energy.
+            log.warning("ocpp: transaction %d: meter %.0f Wh below its start %.0f Wh; reporting no energy",
+                        local_id, meter_wh, row.meter_start_wh)
+            meter_wh = row.meter_start_wh
         payload: dict[str, Any] = {"meterStop": int(meter_wh), "timestamp": timestamp, "reason": reason}
         if id_tag:
             payload["idTag"] = id_tag

@@ -212,6 +212,11 @@ class Store:
                          "ON CONFLICT (connector) DO UPDATE SET energy_wh = excluded.energy_wh",
                          (connector, energy_wh))
 
+    def last_transaction_meters(self) -> dict[int, float]:
+        """Per connector, the highest meter value any transaction recorded."""
+        return {r[0]: r[1] for r in self._db.execute(
+            "SELECT connector, MAX(last_meter_wh) FROM transactions GROUP BY connector")}
+
     def meter_registers(self) -> dict[int, float]:
         return {r[0]: r[1] for r in self._db.execute("SELECT connector, energy_wh FROM meter_registers")}
 

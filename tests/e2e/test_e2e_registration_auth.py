@@ -552,11 +552,13 @@ async def test_start_transaction_not_accepted_stops_deauthorized(
     await d.wait_connector(1, lambda c: c["transaction_id"] is None and c["power_w"] == 0)
     # Errata 3.5: the cable stays locked until the same identifier is presented
     await unplug(d, 1)
-    await d.wait_connector(1, lambda c: c["status"] == "Available")
+    # The cable hangs locked in the socket: Finishing, not Available, until its owner comes back.
+    await d.wait_connector(1, lambda c: c["status"] == "Finishing" and c["pilot_state"] == "A")
     await asyncio.sleep(1)
     assert (await sim_ev(d, 1))["locked"] is True, "cable released after a DeAuthorized stop"
     await swipe(d, "INVALID1")
     await wait_lock(d, 1, False)
+    await d.wait_connector(1, lambda c: c["status"] == "Available")
     assert len(csms.calls_of("StartTransaction")) == 1
     assert_clean(csms)
 

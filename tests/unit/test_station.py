@@ -853,8 +853,9 @@ def test_unlock_on_ev_side_disconnect_false_holds_the_cable_for_its_owner() -> N
     assert st.tag("OTHER", 11.0) == [RequestAuthorization("OTHER")]
     assert st.connectors[1].locked
     # The owner's card (any case) releases it without a new transaction.
+    assert st.connectors[1].status == Status.FINISHING  # the cable hangs locked in the socket
     released = st.tag("tag", 12.0)
-    assert released == [SetLock(1, False)]
+    assert released == [SetLock(1, False), StatusChanged(1, Status.AVAILABLE, "NoError", "")]
 
 
 def test_held_cable_is_released_by_a_card_with_the_same_parent() -> None:
@@ -862,7 +863,7 @@ def test_held_cable_is_released_by_a_card_with_the_same_parent() -> None:
     st.pilot(1, A, False, 10.0)
     assert st.tag("SIBLING", 11.0) == [RequestAuthorization("SIBLING")]
     released = st.authorization("SIBLING", "Accepted", "GROUP", 12.0)
-    assert released == [SetLock(1, False)]
+    assert of(released, SetLock) == [SetLock(1, False)] and statuses(released) == [Status.AVAILABLE]
     assert of(released, TransactionStarted) == []
 
 
@@ -889,7 +890,8 @@ def test_invalid_id_with_stop_on_invalid_id_stops_deauthorized_and_keeps_cable_l
     assert of(done, SetLock) == []
     unplugged = st.pilot(1, A, False, 7.0)
     assert of(unplugged, SetLock) == []  # held until the owner comes back (errata 3.5)
-    assert st.tag("TAG", 8.0) == [SetLock(1, False)]
+    assert st.connectors[1].status == Status.FINISHING
+    assert of(st.tag("TAG", 8.0), SetLock) == [SetLock(1, False)]
 
 
 def test_invalid_id_without_stop_only_withholds_energy() -> None:
