@@ -131,4 +131,16 @@ async def start_local_session(
     return tx, start["payload"]
 
 
+async def change_config(csms: StrictCSMS, key: str, value: str) -> str:
+    """ChangeConfiguration from the CSMS; returns the charge point's status."""
+    res = await csms.call(CP_ID, "ChangeConfiguration", {"key": key, "value": value})
+    return str(res["status"])
+
+
+async def get_config(csms: StrictCSMS, *keys: str) -> dict[str, str | None]:
+    """GetConfiguration from the CSMS: value (None for a write-only key) of every known key asked for."""
+    res = await csms.call(CP_ID, "GetConfiguration", {"key": list(keys)})
+    return {e["key"]: e.get("value") for e in res.get("configurationKey", [])}
+
+
 __all__ = ["CP_ID"]

@@ -29,7 +29,9 @@ import pytest
 from daemon_harness import CP_ID, Daemon
 from ocpp_helpers import (
     answer_of,
+    change_config,
     for_tx,
+    get_config,
     measurands,
     no_strict_errors,
     plug,
@@ -82,19 +84,6 @@ def _idx(csms: StrictCSMS, ev: dict[str, Any]) -> int:
         if c is ev:
             return i
     raise AssertionError(f"{ev} is not a recorded call")
-
-
-async def _change(csms: StrictCSMS, key: str, value: str) -> str:
-    res = await csms.call(CP_ID, "ChangeConfiguration", {"key": key, "value": value})
-    return str(res["status"])
-
-
-async def _get(csms: StrictCSMS, key: str) -> str | None:
-    res = await csms.call(CP_ID, "GetConfiguration", {"key": [key]})
-    for entry in res.get("configurationKey", []):
-        if entry["key"] == key:
-            return entry.get("value")  # type: ignore[no-any-return]
-    raise AssertionError(f"GetConfiguration does not know {key}: {res}")
 
 
 async def _collect(
@@ -252,11 +241,12 @@ async def test_sampled_meter_values_all_measurands_and_live_reconfiguration(
 ) -> None:
     csms = strict_csms
     d = await start_daemon(csms, make_config, daemon_factory, connectors=1, ocpp_config=FAST)
-    assert await _change(csms, "MeterValuesSampledData", ",".join(ALL_MEASURANDS)) == "Accepted"
+    assert await change_config(csms, "MeterValuesSampledData", ",".join(ALL_MEASURANDS)) == "Accepted"
     # errata 3.14.4: a list with a measurand this charge point cannot measure is Rejected, nothing changes
     for bad in (f"{ENERGY},SoC", "Temperature", f"{ENERGY},Energy.Reactive.Import.Register"):
-        assert await _change(csms, "MeterValuesSampledData", bad) == "Rejected", bad
-    assert (await _get(csms, "MeterValuesSampledData") or "").split(",") == ALL_MEASURANDS
+        assert await change_config(csms, "MeterValuesSampledData", bad) == "Rejected", bad
+    sampled = (await get_config(csms, "MeterValuesSampledData"))["MeterValuesSampledData"]
+    assert (sampled or "").split(",") == ALL_MEASURANDS
 
     tx, sp = await start_local_session(d, csms, 1, "TAGMETER")
     charging = await _collect(
@@ -290,7 +280,7 @@ async def test_sampled_meter_values_all_measurands_and_live_reconfiguration(
 
     # MeterValueSampleInterval changed during the transaction: the next sample follows the new interval
     t_change = _now()
-    assert await _change(csms, "MeterValueSampleInterval", "3") == "Accepted"
+    assert await change_config(csms, "MeterValueSampleInterval", "3") == "Accepted"
     t_changed = _now()
     later = await _collect(
         csms, "MeterValues", lambda p: p.get("transactionId") == tx and _sample_time(p) > t_changed,
@@ -302,16 +292,16 @@ async def test_sampled_meter_values_all_measurands_and_live_reconfiguration(
     )
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert all(2.7 <= g <= 4.5 for g in gaps), f"MeterValueSampleInterval 3 s, gaps {gaps}"
-    assert await _get(csms, "MeterValueSampleInterval") == "3"
+    assert (await get_config(csms, "MeterValueSampleInterval"))["MeterValueSampleInterval"] == "3"
 
     # 0 = no sampled data (errata 3.14.1); back to 1 s, sampling resumes
-    assert await _change(csms, "MeterValueSampleInterval", "0") == "Accepted"
+    assert await change_config(csms, "MeterValueSampleInterval", "0") == "Accepted"
     t_off = _now()
     await asyncio.sleep(4)
     off = [c for c in _tx_mvs(csms, tx) if _sample_time(c["payload"]) > t_off + timedelta(seconds=0.1)]
     assert off == [], f"sampled although MeterValueSampleInterval is 0: {[c['payload'] for c in off]}"
     t_on = _now()
-    assert await _change(csms, "MeterValueSampleInterval", "1") == "Accepted"
+    assert await change_config(csms, "MeterValueSampleInterval", "1") == "Accepted"
     back = await csms.wait_call(
         "MeterValues", lambda p: p.get("transactionId") == tx and _sample_time(p) > t_on, timeout=15
     )
@@ -319,7 +309,7 @@ async def test_sampled_meter_values_all_measurands_and_live_reconfiguration(
 
     # MeterValuesSampledData changed: the next MeterValues carries the new set
     t_change = _now()
-    assert await _change(csms, "MeterValuesSampledData", f"Current.Import,{ENERGY}") == "Accepted"
+    assert await change_config(csms, "MeterValuesSampledData", f"Current.Import,{ENERGY}") == "Accepted"
     nxt = await csms.wait_call(
         "MeterValues", lambda p: p.get("transactionId") == tx and _sample_time(p) > t_change, timeout=15
     )
@@ -343,11 +333,11 @@ async def test_clock_aligned_meter_values_idle_and_in_transaction(
         csms, make_config, daemon_factory, connectors=2, ocpp_config={**FAST, "MeterValueSampleInterval": 2}
     )
     aligned = [ENERGY, "Voltage", "Frequency"]
-    assert await _change(csms, "MeterValuesAlignedData", ",".join(aligned)) == "Accepted"
-    assert await _change(csms, "MeterValuesAlignedData", f"{ENERGY},SoC") == "Rejected"
+    assert await change_config(csms, "MeterValuesAlignedData", ",".join(aligned)) == "Accepted"
+    assert await change_config(csms, "MeterValuesAlignedData", f"{ENERGY},SoC") == "Rejected"
     mark = csms.mark()
     t_set = _now()
-    assert await _change(csms, "ClockAlignedDataInterval", "5") == "Accepted"
+    assert await change_config(csms, "ClockAlignedDataInterval", "5") == "Accepted"
 
     # Idle: a Sample.Clock MeterValues per connector on every 5-s boundary, outside any transaction
     idle = await _collect(csms, "MeterValues", _is_clock, n=4, since=mark, timeout=30)
@@ -389,7 +379,7 @@ async def test_clock_aligned_meter_values_idle_and_in_transaction(
     await csms.wait_call("MeterValues", lambda p: _is_periodic(p) and p.get("transactionId") == tx, since=mark)
 
     # ClockAlignedDataInterval 0: no more clock-aligned readings
-    assert await _change(csms, "ClockAlignedDataInterval", "0") == "Accepted"
+    assert await change_config(csms, "ClockAlignedDataInterval", "0") == "Accepted"
     t_off = _now()
     await asyncio.sleep(6)
     late = [c for c in csms.calls_of("MeterValues", mark)
@@ -411,12 +401,13 @@ async def test_stop_transaction_data_begin_sampled_aligned_end(
     d = await start_daemon(csms, make_config, daemon_factory, connectors=1, ocpp_config=FAST)
     sampled = [ENERGY, "Current.Import"]
     aligned = [ENERGY, "Power.Active.Import"]
-    assert await _change(csms, "StopTxnSampledData", ",".join(sampled)) == "Accepted"
-    assert await _change(csms, "StopTxnAlignedData", ",".join(aligned)) == "Accepted"
-    assert await _change(csms, "StopTxnSampledData", f"{ENERGY},SoC") == "Rejected"
-    assert await _change(csms, "StopTxnAlignedData", "RPM") == "Rejected"
-    assert await _change(csms, "ClockAlignedDataInterval", "2") == "Accepted"
-    max_values = int(await _get(csms, "StopTransactionMaxMeterValues") or 0)
+    assert await change_config(csms, "StopTxnSampledData", ",".join(sampled)) == "Accepted"
+    assert await change_config(csms, "StopTxnAlignedData", ",".join(aligned)) == "Accepted"
+    assert await change_config(csms, "StopTxnSampledData", f"{ENERGY},SoC") == "Rejected"
+    assert await change_config(csms, "StopTxnAlignedData", "RPM") == "Rejected"
+    assert await change_config(csms, "ClockAlignedDataInterval", "2") == "Accepted"
+    max_values = int((await get_config(csms, "StopTransactionMaxMeterValues"))["StopTransactionMaxMeterValues"]
+                     or 0)
 
     tx, sp = await start_local_session(d, csms, 1, "TAGSTOPD")
     # let a few periodic (1 s) and clock-aligned (2 s) points fall inside the transaction
@@ -461,8 +452,8 @@ async def test_stop_transaction_data_begin_sampled_aligned_end(
     assert energies == sorted(energies), energies
 
     # errata 3.14.5: both lists empty -> no meter values in StopTransaction
-    assert await _change(csms, "StopTxnSampledData", "") == "Accepted"
-    assert await _change(csms, "StopTxnAlignedData", "") == "Accepted"
+    assert await change_config(csms, "StopTxnSampledData", "") == "Accepted"
+    assert await change_config(csms, "StopTxnAlignedData", "") == "Accepted"
     tx2, _ = await start_local_session(d, csms, 1, "TAGSTOP2")
     await csms.wait_call("MeterValues", lambda p: p.get("transactionId") == tx2 and _is_clock(p))
     mark = csms.mark()

@@ -19,7 +19,9 @@ import pytest
 from daemon_harness import CP_ID, Daemon
 from ocpp_helpers import (
     answer_of,
+    change_config,
     for_tx,
+    get_config,
     no_strict_errors,
     plug,
     start_daemon,
@@ -76,16 +78,6 @@ async def wait_lock(d: Daemon, n: int, locked: bool, timeout: float = 10) -> dic
             return ev
         await asyncio.sleep(0.1)
     raise AssertionError(f"connector {n} lock never became locked={locked}: {ev}")
-
-
-async def change_config(csms: StrictCSMS, key: str, value: str) -> None:
-    res = await csms.call(CP_ID, "ChangeConfiguration", {"key": key, "value": value})
-    assert res == {"status": "Accepted"}, f"ChangeConfiguration {key}={value}: {res}"
-
-
-async def get_config(csms: StrictCSMS, *keys: str) -> dict[str, str | None]:
-    res = await csms.call(CP_ID, "GetConfiguration", {"key": list(keys)})
-    return {e["key"]: e.get("value") for e in res.get("configurationKey", [])}
 
 
 def idx(csms: StrictCSMS, call_ev: dict[str, Any]) -> int:
@@ -296,7 +288,7 @@ async def test_authorization_cache_and_offline_authorization(
     assert csms.calls_of("StartTransaction", mark) == [], "a Blocked / expired card started a transaction"
 
     # 2. LocalPreAuthorize: the cached valid card starts at once, without a new Authorize.req
-    await change_config(csms, "LocalPreAuthorize", "true")
+    assert await change_config(csms, "LocalPreAuthorize", "true") == "Accepted"
     mark = csms.mark()
     await swipe(d, "CARD1")
     start = await csms.wait_call("StartTransaction", for_tag("CARD1"), since=mark)
@@ -341,7 +333,7 @@ async def test_authorization_cache_and_offline_authorization(
     await d.wait_status(lambda s: s["ocpp"]["connected"], what="reconnected")
 
     # 4. AllowOfflineTxForUnknownId=true: unknown cards start offline, known NOT-valid ones never do (3.5.4)
-    await change_config(csms, "AllowOfflineTxForUnknownId", "true")
+    assert await change_config(csms, "AllowOfflineTxForUnknownId", "true") == "Accepted"
     await csms.stop()
     await d.wait_status(lambda s: not s["ocpp"]["connected"], what="ocpp.connected false")
     await plug(d, 1)
@@ -512,7 +504,7 @@ async def test_ev_side_disconnect_stops_and_cable_stays_locked_for_its_owner(
     assert csms.calls_of("StartTransaction", mark) == [], "releasing the cable started a transaction"
 
     # UnlockConnectorOnEVSideDisconnect=true (live change): the unplug releases the cable at once
-    await change_config(csms, "UnlockConnectorOnEVSideDisconnect", "true")
+    assert await change_config(csms, "UnlockConnectorOnEVSideDisconnect", "true") == "Accepted"
     tx2, _ = await start_local_session(d, csms, 1, "LOCKOWN2")
     assert (await sim_ev(d, 1))["locked"] is True
     mark = csms.mark()
