@@ -23,6 +23,7 @@ class Device(StrEnum):
     READER = "reader"
     RCD = "rcd"  # residual current / ground-fault monitor
     OVERCURRENT = "overcurrent"  # current drawn above what is offered
+    CABLE = "cable"  # the plugged cable's PP coding cannot be read (shorted, out of range)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,14 @@ class MeterReading:
 
 
 @dataclass(frozen=True, slots=True)
+class CableChanged:
+    """The plugged cable's current rating from its PP resistor (socketed Type 2); None = no cable."""
+
+    connector: int
+    ampacity_a: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class TagRead:
     id_tag: str
 
@@ -73,7 +82,8 @@ class DeviceFault:
     info: str = ""
 
 
-BoardEvent = PilotChanged | ContactorFeedback | LockFeedback | MeterReading | TagRead | DeviceFault
+BoardEvent = (PilotChanged | ContactorFeedback | LockFeedback | MeterReading | CableChanged | TagRead
+              | DeviceFault)
 EventSink = Callable[[BoardEvent], None]
 
 

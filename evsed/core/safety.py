@@ -30,7 +30,8 @@ BLOCKING_DEVICES = frozenset(Device(source) for source in BLOCKING_SOURCES)
 
 
 class SafetySupervisor:
-    def __init__(self, board: Board, forward: EventSink, connectors: int, ventilation: bool = False) -> None:
+    def __init__(self, board: Board, forward: EventSink, connectors: int, ventilation: bool = False,
+                 feedback_timeout_s: float | dict[int, float] = 0.0) -> None:
         self._board = board
         self._forward = forward
         self._lock = threading.Lock()
@@ -41,6 +42,11 @@ class SafetySupervisor:
         self._commanded: dict[int, bool] = dict.fromkeys(ids, False)
         self._feedback_fault: dict[int, bool] = dict.fromkeys(ids, False)
         self._faults: dict[int, set[Device]] = {c: set() for c in ids}
+        # The aux contact follows the coil with a delay: a mismatch counts only once it outlasts this.
+        self._feedback_timeout = (dict(feedback_timeout_s) if isinstance(feedback_timeout_s, dict)
+                                  else dict.fromkeys(ids, feedback_timeout_s))
+        self._feedback: dict[int, bool | None] = dict.fromkeys(ids)  # None: no feedback input seen
+        self._feedback_timer: dict[int, threading.Timer | None] = dict.fromkeys(ids)
 
     # --- board thread -------------------------------------------------------------------------------------
     def on_board_event(self, event: BoardEvent) -> None:
@@ -62,7 +68,8 @@ class SafetySupervisor:
                         self._faults[c].discard(event.device)
                     self._enforce(c)
             elif isinstance(event, ContactorFeedback):
-                extra = self._check_feedback(event)
+                self._feedback[event.connector] = event.closed
+                extra = self._check_feedback(event.connector)
         self._forward(event)
         if extra is not None:
             self._forward(extra)
@@ -78,18 +85,45 @@ class SafetySupervisor:
         if self._commanded[connector] and not self._may_close(connector):
             self._board.set_contactor(connector, False)
             self._commanded[connector] = False
+            self._arm_feedback_check(connector)
             log.info("safety: contactor %d opened (pilot %s, diode fault %s, faults %s)", connector,
                      self._pilot[connector], self._diode_fault[connector],
                      ",".join(sorted(self._faults[connector])) or "none")
 
-    def _check_feedback(self, event: ContactorFeedback) -> DeviceFault | None:
-        c = event.connector
-        bad = event.closed != self._commanded[c]
+    def _arm_feedback_check(self, connector: int) -> None:
+        """After a command, the feedback must follow within the timeout (welded / stuck-open detection)."""
+        timeout = self._feedback_timeout.get(connector, 0.0)
+        if self._feedback[connector] is None or timeout <= 0:
+            return
+        if (old := self._feedback_timer[connector]) is not None:
+            old.cancel()
+        timer = threading.Timer(timeout, self._feedback_deadline, (connector,))
+        timer.daemon = True
+        self._feedback_timer[connector] = timer
+        timer.start()
+
+    def _feedback_deadline(self, connector: int) -> None:
+        with self._lock:
+            self._feedback_timer[connector] = None
+            extra = self._check_feedback(connector, deadline=True)
+        if extra is not None:
+            self._forward(extra)
+
+    def _check_feedback(self, c: int, deadline: bool = False) -> DeviceFault | None:
+        closed = self._feedback[c]
+        if closed is None:
+            return None
+        bad = closed != self._commanded[c]
         if bad == self._feedback_fault[c]:
+            return None
+        if bad and not deadline and self._feedback_timeout.get(c, 0.0) > 0:
+            # Give the contact its travel time; the deadline decides (a timer may already be running).
+            if self._feedback_timer[c] is None:
+                self._arm_feedback_check(c)
             return None
         self._feedback_fault[c] = bad
         # A contact that stays closed when commanded open is welded; one that stays open is stuck.
-        kind = "welded" if event.closed else "stuck open"
+        kind = "welded" if closed else "stuck open"
         info = f"contactor {kind}" if bad else "contactor feedback matches command again"
         if bad:
             self._faults[c].add(Device.CONTACTOR)
@@ -107,6 +141,7 @@ class SafetySupervisor:
             if self._commanded[connector] != closed:
                 self._commanded[connector] = closed
                 self._board.set_contactor(connector, closed)
+                self._arm_feedback_check(connector)
             return True
 
     def contactor_closed(self, connector: int) -> bool:
@@ -117,4 +152,14 @@ class SafetySupervisor:
         with self._lock:
             self._board.safe_state()
             for c in self._commanded:
-                self._commanded[c] = False
+                if self._commanded[c]:
+                    self._commanded[c] = False
+                    self._arm_feedback_check(c)
+
+    def close(self) -> None:
+        """Stop pending feedback checks (at shutdown)."""
+        with self._lock:
+            for c, timer in self._feedback_timer.items():
+                if timer is not None:
+                    timer.cancel()
+                    self._feedback_timer[c] = None

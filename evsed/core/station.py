@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from evsed.core.pilot import CHARGING_STATES, MIN_CURRENT_A, PilotState, duty_for_current
 
 # Device failures (board.interface.Device values) that forbid energy flow; see core.safety.
-BLOCKING_SOURCES = frozenset({"pilot", "contactor", "meter", "lock", "rcd", "overcurrent"})
+BLOCKING_SOURCES = frozenset({"pilot", "contactor", "meter", "lock", "rcd", "overcurrent", "cable"})
 # Faults in talking to the EV (pilot E/F while an EV is there, a failed diode check): energy stops, but OCPP 1.6
 # section 4.9 makes EVCommunicationError a warning, only with Preparing, SuspendedEV(SE) or Finishing.
 EV_COMMUNICATION = "EVCommunicationError"
@@ -25,6 +25,12 @@ STOP_UNDER_LOAD_TIMEOUT_S = 6.0
 EV_REACTION_GRACE_S = 3.0
 # After a diode fault the PWM is withdrawn; it is offered again this often to re-check the diode.
 DIODE_RECHECK_S = 5.0
+# IEC 61851-1: the duty cycle may change at most once per 5 s while charging (a decrease applies at once, it
+# protects the installation); the EV then has as long to follow a lower current.
+DUTY_UPDATE_INTERVAL_S = 5.0
+EV_FOLLOW_S = 5.0
+# Over-current: after the PWM was withdrawn for it, it is offered again after this pause.
+OVERCURRENT_RETRY_S = 60.0
 
 
 class Settings(Protocol):
@@ -171,7 +177,17 @@ class Connector:
     plugged_at: float | None = None
     lock_owner: tuple[str, str | None] | None = None  # (idTag, parent): cable held locked for its owner
     unlock_after_stop: bool = False  # UnlockConnector during a transaction: unlock once it has stopped
-    limit_a: float | None = None  # from smart charging / local limits; None = no limit
+    limit_a: float | None = None  # from smart charging (OCPP); None = no limit
+    local_limit_a: float | None = None  # set on the charger (evsectl limit); None = no limit
+    cable_a: float | None = None  # ampacity of the plugged cable from PP (socketed Type 2); None = not known
+    overcurrent_tolerance_a: float = 2.0
+    overcurrent_time_s: float = 10.0
+    overcurrent_since: float | None = None  # drawing above offered + tolerance since
+    overcurrent_off_at: float | None = None  # PWM withdrawn for over-current at
+    pwm_changed_at: float = 0.0
+    pwm_raise_at: float | None = None  # a deferred duty increase may apply from then
+    pwm_prev_amps: float = 0.0  # before the last decrease: the EV may draw it for EV_FOLLOW_S more
+    drawn_a: float = 0.0  # highest phase current at the last meter reading
     pwm_duty: float | None = None
     pwm_amps: float = 0.0
     pwm_since: float = 0.0
@@ -188,16 +204,32 @@ class Connector:
     def plugged(self) -> bool:
         return self.pilot not in (PilotState.A, PilotState.E, PilotState.F)
 
+    def limits(self) -> dict[str, float]:
+        """Every current limit that applies now, by source."""
+        out = {"hardware": self.max_current_a}
+        for source, value in (("cable", self.cable_a), ("ocpp", self.limit_a), ("local", self.local_limit_a)):
+            if value is not None:
+                out[source] = value
+        return out
+
+    @property
+    def limit_source(self) -> str:
+        limits = self.limits()
+        return min(limits, key=lambda k: limits[k])
+
     @property
     def offered_a(self) -> float:
-        limit = self.max_current_a if self.limit_a is None else min(self.max_current_a, self.limit_a)
-        return limit if limit >= MIN_CURRENT_A else 0.0
+        limit = min(self.limits().values())
+        return limit if limit >= MIN_CURRENT_A else 0.0  # below 6 A the EV must pause: no PWM, not a fault
 
 
 class Station:
-    def __init__(self, connectors: int, max_current_a: float, keys: Settings, *, fixed_cable: bool = False) -> None:
+    def __init__(self, connectors: int, max_current_a: float, keys: Settings, *, fixed_cable: bool = False,
+                 ventilation: bool = False) -> None:
         self.connectors = {i: Connector(i, max_current_a) for i in range(1, connectors + 1)}
         self._keys = keys
+        # State D (EV needs ventilation) allows energy only where the site has ventilation.
+        self._energy_states = CHARGING_STATES if ventilation else frozenset({PilotState.C})
         self.fixed_cable = fixed_cable  # a tethered cable has no socket lock to drive
         self.cp_available = True
         self._pending_card: tuple[str, str | None, float] | None = None  # card first, several connectors
@@ -251,7 +283,8 @@ class Station:
             actions += self._finish_stop(c, now)
         return actions + self._update(c, now)
 
-    def meter(self, connector: int, energy_wh: float, power_w: float, now: float) -> list[Action]:
+    def meter(self, connector: int, energy_wh: float, power_w: float, now: float,
+              current_a: tuple[float, ...] | None = None) -> list[Action]:
         c = self.connectors[connector]
         c.energy_wh = energy_wh
         c.power_w = power_w
@@ -261,7 +294,51 @@ class Station:
             if tx.stop_when_invalid:
                 return self._request_stop(c, StopReason.DEAUTHORIZED, None, now)
             return self._update(c, now)
+        if current_a:
+            c.drawn_a = max(current_a)
+            return self._check_overcurrent(c, c.drawn_a, now)
         return []
+
+    def configure_overcurrent(self, connector: int, tolerance_a: float, time_s: float) -> None:
+        c = self.connectors[connector]
+        c.overcurrent_tolerance_a, c.overcurrent_time_s = tolerance_a, time_s
+
+    def set_cable(self, connector: int, amps: float | None, now: float) -> list[Action]:
+        """The plugged cable's ampacity from PP (None: no cable coding, e.g. unplugged or a tethered cable)."""
+        c = self.connectors[connector]
+        c.cable_a = amps
+        return self._update(c, now)
+
+    def set_local_limit(self, connector: int, amps: float | None, now: float) -> list[Action]:
+        c = self.connectors[connector]
+        c.local_limit_a = amps
+        return self._update(c, now)
+
+    def _check_overcurrent(self, c: Connector, drawn_a: float, now: float) -> list[Action]:
+        """The EV draws more than offered: withdraw the PWM (SuspendedEVSE); if it keeps drawing, a fault."""
+        if c.overcurrent_off_at is not None:
+            if drawn_a > c.overcurrent_tolerance_a and now >= c.overcurrent_off_at + STOP_UNDER_LOAD_TIMEOUT_S:
+                return self._overcurrent_fault(c, drawn_a, now)
+            return []
+        allowed = c.pwm_amps
+        if now < c.pwm_changed_at + EV_FOLLOW_S:
+            allowed = max(allowed, c.pwm_prev_amps)  # the EV is still following a decrease
+        if c.pwm_duty is None or not c.contactor or drawn_a <= allowed + c.overcurrent_tolerance_a:
+            c.overcurrent_since = None
+            return []
+        if c.overcurrent_since is None:
+            c.overcurrent_since = now
+        if now - c.overcurrent_since < c.overcurrent_time_s:
+            return []
+        c.overcurrent_since = None
+        c.overcurrent_off_at = now
+        c.faults.pop("overcurrent", None)
+        return self._update(c, now)
+
+    def _overcurrent_fault(self, c: Connector, drawn_a: float, now: float) -> list[Action]:
+        c.faults["overcurrent"] = ("OverCurrentFailure",
+                                   f"EV kept drawing {drawn_a:.1f} A after the PWM was withdrawn")
+        return self._update(c, now)
 
     def device_fault(self, connector: int, source: str, error_code: str, active: bool, info: str,
                      now: float) -> list[Action]:
@@ -446,6 +523,13 @@ class Station:
                 c.finishing = True
             if c.stopping is not None and now >= c.stopping[2]:
                 actions += self._finish_stop(c, now)
+            if c.overcurrent_off_at is not None and "overcurrent" not in c.faults:
+                if c.contactor and c.pilot in CHARGING_STATES \
+                        and now >= c.overcurrent_off_at + STOP_UNDER_LOAD_TIMEOUT_S:
+                    # It neither followed the offered current nor stopped when the PWM went: forced open.
+                    actions += self._overcurrent_fault(c, c.drawn_a, now)
+                elif now >= c.overcurrent_off_at + OVERCURRENT_RETRY_S:
+                    c.overcurrent_off_at = None  # offer energy again
             if c.diode_recheck_at is not None and now >= c.diode_recheck_at:
                 c.diode_recheck_at = now + DIODE_RECHECK_S
                 c.diode_probe = True
@@ -456,7 +540,8 @@ class Station:
         timeout = float(self._keys["ConnectionTimeOut"])
         times = [t for c in self.connectors.values()
                  for t in (c.prepared[2] if c.prepared else None, c.stopping[2] if c.stopping else None,
-                           c.diode_recheck_at, self._grace_end(c),
+                           c.diode_recheck_at, self._grace_end(c), c.pwm_raise_at,
+                           self._overcurrent_deadline(c),
                            c.pwm_off_at + STOP_UNDER_LOAD_TIMEOUT_S if c.pwm_off_at is not None and c.contactor
                            else None,
                            c.plugged_at + timeout if self._plug_timeout_applies(c) and c.plugged_at is not None
@@ -464,6 +549,14 @@ class Station:
         if self._pending_card is not None:
             times.append(self._pending_card[2])
         return min(times) if times else None
+
+    @staticmethod
+    def _overcurrent_deadline(c: Connector) -> float | None:
+        if c.overcurrent_off_at is None or "overcurrent" in c.faults:
+            return None
+        if c.contactor and c.pilot in CHARGING_STATES:
+            return c.overcurrent_off_at + STOP_UNDER_LOAD_TIMEOUT_S
+        return c.overcurrent_off_at + OVERCURRENT_RETRY_S
 
     def _plug_timeout_applies(self, c: Connector) -> bool:
         return (len(self.connectors) > 1 and c.plugged and c.tx is None and c.prepared is None
@@ -540,6 +633,9 @@ class Station:
     def _unplugged(self, c: Connector, now: float) -> list[Action]:
         c.finishing = False
         c.plugged_at = None
+        # An over-current episode belongs to the EV that caused it.
+        c.overcurrent_since = c.overcurrent_off_at = None
+        c.faults.pop("overcurrent", None)
         actions: list[Action] = [*self._open(c)]
         stop_it = c.stopping is not None or bool(self._keys["StopTransactionOnEVSideDisconnect"])
         if c.tx is not None and not stop_it:
@@ -596,7 +692,7 @@ class Station:
     def _wants_pwm(self, c: Connector) -> bool:
         blocking = set(c.faults) - ({"diode"} if c.diode_probe else set())
         return (c.tx is not None and c.stopping is None and c.plugged and not blocking and c.offered_a > 0
-                and not self._energy_withheld(c))
+                and not self._energy_withheld(c) and c.overcurrent_off_at is None)
 
     @staticmethod
     def _energy_withheld(c: Connector) -> bool:
@@ -607,12 +703,20 @@ class Station:
     def _set_pwm(self, c: Connector, amps: float | None, now: float) -> list[Action]:
         duty = duty_for_current(amps) if amps else None
         if duty == c.pwm_duty:
+            c.pwm_raise_at = None
             return []
+        if duty is not None and c.pwm_duty is not None and duty > c.pwm_duty \
+                and now < c.pwm_changed_at + DUTY_UPDATE_INTERVAL_S:
+            c.pwm_raise_at = c.pwm_changed_at + DUTY_UPDATE_INTERVAL_S
+            return []  # an increase waits; tick() applies it when the interval is over
+        c.pwm_raise_at = None
         if c.pwm_duty is None:
             c.pwm_since = now
             c.pwm_off_at = None
         elif duty is None and c.contactor:
             c.pwm_off_at = now
+        c.pwm_prev_amps = c.pwm_amps
+        c.pwm_changed_at = now
         c.pwm_duty = duty
         c.pwm_amps = amps if duty is not None and amps is not None else 0.0
         return [SetPwm(c.id, duty, c.pwm_amps)]
@@ -621,7 +725,7 @@ class Station:
         """Bring PWM and contactor in line with the state, then report a status change."""
         actions: list[Action] = []
         actions += self._set_pwm(c, c.offered_a if self._wants_pwm(c) else None, now)
-        in_c = c.pilot in CHARGING_STATES
+        in_c = c.pilot in self._energy_states
         want_closed = c.tx is not None and c.stopping is None and c.pwm_duty is not None and in_c and not c.faults
         # PWM withdrawn under load (C2 -> C1): give the EV time to stop drawing and go to B before opening,
         # unless a fault demands it now (IEC 61851-1: never switch under load except to end a fault).
@@ -672,6 +776,10 @@ class Station:
                 return Status.SUSPENDED_EV, "NoError", "EV disconnected"
             if self._energy_withheld(c):
                 return Status.SUSPENDED_EVSE, "NoError", "idTag not accepted"
+            if c.overcurrent_off_at is not None:
+                return Status.SUSPENDED_EVSE, "OverCurrentFailure", "EV drew more than offered; PWM withdrawn"
+            if c.pilot == PilotState.D and c.pilot not in self._energy_states:
+                return Status.SUSPENDED_EVSE, "NoError", "EV requests ventilation (state D), none available"
             if c.pwm_duty is None:
                 return Status.SUSPENDED_EVSE, "NoError", "no current offered"
             if c.pilot in CHARGING_STATES:

@@ -360,3 +360,53 @@ def test_thread_safety_smoke() -> None:
     assert requests > 0
     assert not sup.contactor_closed(1)
     assert board.closed[1] is False
+
+
+# --- feedback with travel time (real timers, short) ---------------------------------------------------------
+def make_timed(timeout: float = 0.05) -> tuple[SafetySupervisor, FakeBoard, list[BoardEvent], threading.Event]:
+    board = FakeBoard(1)
+    forwarded: list[BoardEvent] = []
+    fault = threading.Event()
+
+    def forward(event: BoardEvent) -> None:
+        forwarded.append(event)
+        if isinstance(event, DeviceFault):
+            fault.set()
+
+    sup = SafetySupervisor(board, forward, 1, feedback_timeout_s=timeout)
+    sup.on_board_event(ContactorFeedback(1, False))  # the board reports the input's level at start
+    sup.on_board_event(pilot(1, C))
+    return sup, board, forwarded, fault
+
+
+def test_feedback_following_within_travel_time_is_no_fault() -> None:
+    sup, _, fwd, fault = make_timed(0.05)
+    assert sup.request_contactor(1, True)
+    sup.on_board_event(ContactorFeedback(1, True))  # the aux contact follows 'at once' (well within 50 ms)
+    assert not fault.wait(0.15)
+    sup.on_board_event(pilot(1, B))  # opens
+    sup.on_board_event(ContactorFeedback(1, False))
+    assert not fault.wait(0.15)
+    assert not [e for e in fwd if isinstance(e, DeviceFault)]
+
+
+def test_contact_that_never_closes_is_stuck_open_after_the_timeout() -> None:
+    sup, board, fwd, fault = make_timed(0.05)
+    assert sup.request_contactor(1, True)
+    # No feedback edge arrives: only the deadline can notice.
+    assert fault.wait(2.0)
+    assert [e for e in fwd if isinstance(e, DeviceFault)] == [
+        DeviceFault(1, Device.CONTACTOR, "PowerSwitchFailure", True, "contactor stuck open")]
+    assert board.contactor_calls() == [(1, True), (1, False)]
+    assert sup.request_contactor(1, True) is False
+
+
+def test_contact_that_stays_closed_after_open_is_welded() -> None:
+    sup, _, fwd, fault = make_timed(0.05)
+    assert sup.request_contactor(1, True)
+    sup.on_board_event(ContactorFeedback(1, True))
+    sup.on_board_event(pilot(1, A))  # unplug: opened by the supervisor, the contact stays closed
+    assert fault.wait(2.0)
+    assert [e for e in fwd if isinstance(e, DeviceFault)] == [
+        DeviceFault(1, Device.CONTACTOR, "PowerSwitchFailure", True, "contactor welded")]
+    sup.close()

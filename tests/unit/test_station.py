@@ -154,11 +154,23 @@ def test_ev_reacting_within_grace_goes_straight_to_charging() -> None:
     assert statuses(seen) == [Status.PREPARING, Status.CHARGING]
 
 
-def test_pilot_d_counts_as_charging() -> None:
-    st, _ = new_station()
+def test_pilot_d_charges_only_with_ventilation() -> None:
+    st = Station(1, 32.0, make_keys(), ventilation=True)
+    st.start(0.0)
     st.pilot(1, B, False, 1.0)
     authorize(st, "TAG", 1.0)
     assert st.pilot(1, D, False, 2.0) == [SetContactor(1, True), StatusChanged(1, Status.CHARGING, "NoError", "")]
+
+
+def test_pilot_d_without_ventilation_suspends_without_closing() -> None:
+    st, _ = new_station()
+    st.pilot(1, B, False, 1.0)
+    authorize(st, "TAG", 1.0)
+    seen = st.pilot(1, D, False, 2.0)
+    assert contactor_cmds(seen) == []
+    assert statuses(seen) == [Status.SUSPENDED_EVSE]
+    # The EV may still go to C and charge (the PWM stays on).
+    assert contactor_cmds(st.pilot(1, C, False, 3.0)) == [True]
 
 
 # --- card first ----------------------------------------------------------------------------------------------
@@ -648,7 +660,11 @@ def test_set_limit_below_minimum_withdraws_pwm() -> None:
 def test_set_limit_changes_duty_without_status_change() -> None:
     st = charging_station()
     assert st.set_limit(1, 16.0, 10.0) == [SetPwm(1, DUTY_16A, 16.0)]
-    assert st.set_limit(1, 100.0, 11.0) == [SetPwm(1, DUTY_32A, 32.0)]  # capped at the connector maximum
+    # An increase waits until 5 s after the last change (IEC 61851-1), then is capped at the connector maximum.
+    assert st.set_limit(1, 100.0, 11.0) == []
+    assert st.next_deadline() == 15.0
+    assert st.tick(14.9) == []
+    assert st.tick(15.0) == [SetPwm(1, DUTY_32A, 32.0)]
     assert st.set_limit(1, None, 12.0) == []
     assert st.set_limit(1, 0.0, 13.0)[0] == SetPwm(1, None, 0.0)
 

@@ -1,0 +1,1 @@
+"""The Raspberry Pi board: real drivers for pilot PWM and sensing, contactor, lock, Modbus meter and RFID reader."""
