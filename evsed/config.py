@@ -60,6 +60,11 @@ class HardwareConfig:
     # Tethered cable: no socket lock, so UnlockConnector answers NotSupported and UnlockConnectorOnEVSideDisconnect
     # is read-only false (OCPP 1.6 errata 3.83).
     fixed_cable: bool = False
+    # backend "rpi": the board profile (a name from hw/boards/ or a path); [board] in this file overrides parts.
+    board: str | None = None
+    # Over-current supervision (sim backend, and rpi connectors whose profile does not set it).
+    overcurrent_tolerance_a: float = 2.0
+    overcurrent_time_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
+    board: Any = None  # the loaded BoardProfile (evsed.board.rpi.profile) with backend "rpi"
 
 
 # One checker per key: (type name, predicate, required, default). Defaults that are None mean "optional".
@@ -198,6 +204,9 @@ _SCHEMA: dict[str, dict[str, tuple[_Check, bool]]] = {
         "voltage_v": (_number(100, 400), False),
         "meter_poll_interval_s": (_number(0.1, 60), False),
         "fixed_cable": (_boolean, False),
+        "board": (_string(), False),
+        "overcurrent_tolerance_a": (_number(0, 80), False),
+        "overcurrent_time_s": (_number(0.1, 600), False),
     },
     "storage": {"dir": (_path, False)},
     "control": {"socket": (_path, False)},
@@ -232,7 +241,7 @@ def parse(data: dict[str, Any], path: str | Path = "<config>") -> Config:
     from evsed.ocpp.configkeys import ConfigKeyError, validate_initial  # OCPP key rules live with the keys
 
     for table in data:
-        if table not in _SCHEMA:
+        if table not in _SCHEMA and table != "board":
             raise ConfigError(path, table, "unknown table")
     for table in _REQUIRED_TABLES:
         if table not in data:
@@ -270,12 +279,43 @@ def parse(data: dict[str, Any], path: str | Path = "<config>") -> Config:
     ocpp = values["ocpp"]
     if ocpp.get("reconnect_min_s", 1.0) > ocpp.get("reconnect_max_s", 60.0):
         raise ConfigError(path, "ocpp.reconnect_min_s", "must not exceed ocpp.reconnect_max_s")
+    hw = values["hardware"]
+    profile = _board_profile(hw, data.get("board"), path)
+    if profile is not None:
+        n = len(profile.connectors)
+        if "connectors" in hw and hw["connectors"] != n:
+            raise ConfigError(path, "hardware.connectors",
+                              f"is {hw['connectors']}, but board {profile.name!r} has {n} connector(s)")
+        hw["connectors"] = n
+        if "phases" not in hw:
+            hw["phases"] = max(c.phases for c in profile.connectors)
+        if "fixed_cable" not in hw:
+            hw["fixed_cable"] = all(c.fixed_cable for c in profile.connectors)
     return Config(
         path=str(path),
         charge_point=ChargePointConfig(**values["charge_point"]),
         ocpp=OcppConfig(config=ocpp_keys, **ocpp),
-        hardware=HardwareConfig(**values["hardware"]),
+        board=profile,
+        hardware=HardwareConfig(**hw),
         storage=StorageConfig(**values["storage"]),
         control=ControlConfig(**values["control"]),
         system=SystemConfig(**values["system"]),
     )
+
+
+def _board_profile(hw: dict[str, Any], overrides: Any, path: str | Path) -> Any:
+    """backend "rpi" needs a board profile; it is loaded (and checked) with the configuration."""
+    if hw.get("backend", "sim") != "rpi":
+        if overrides is not None:
+            raise ConfigError(path, "board", 'only used with hardware.backend = "rpi"')
+        if "board" in hw:
+            raise ConfigError(path, "hardware.board", 'only used with hardware.backend = "rpi"')
+        return None
+    if "board" not in hw:
+        raise ConfigError(path, "hardware.board", 'required with backend "rpi": a profile name from hw/boards/ '
+                          "or the path of a .toml file")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(path, "board", f"expected a table, got {_tname(overrides)}")
+    from evsed.board.rpi.profile import load_profile
+
+    return load_profile(hw["board"], overrides, config_path=str(path))

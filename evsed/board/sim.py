@@ -33,7 +33,7 @@ from evsed.core.pilot import PilotState, classify, current_for_duty
 log = logging.getLogger(__name__)
 
 FAULT_KINDS = ("diode", "pilot-short", "contactor-welded", "meter-offline", "lock-failure", "ground-fault",
-               "over-current", "reader-offline")
+               "over-current", "reader-offline", "ev-overdraw")
 # Faults reported as they are, without a physical model behind them: (device, OCPP error code, info).
 _REPORTED_FAULTS = {
     "ground-fault": (Device.RCD, "GroundFailure", "residual current device tripped"),
@@ -51,10 +51,13 @@ class EVModel:
     wants_energy: bool = True
     max_current_a: float = 32.0
     phases: int = 3
+    ignores_limit: bool = False  # a faulty EV: draws its maximum whatever is offered, and stays in C
 
     def pilot_state(self, pwm_duty: float | None) -> PilotState:
         if not self.plugged:
             return PilotState.A
+        if self.ignores_limit and self.wants_energy:
+            return PilotState.C
         offered = current_for_duty(pwm_duty) if pwm_duty is not None else 0.0
         # A real EV closes S2 only once the EVSE signals it may draw current.
         return PilotState.C if self.wants_energy and offered > 0 else PilotState.B
@@ -201,6 +204,8 @@ class SimBoard:
                 self._pending.append(ContactorFeedback(connector, c.contact_closed))
             elif kind == "meter-offline":
                 c.meter_offline = True
+            elif kind == "ev-overdraw":
+                c.ev.ignores_limit = True
             elif kind == "lock-failure":
                 c.lock_failure = True
                 c.lock_fault_reported = True
@@ -220,6 +225,7 @@ class SimBoard:
             self._integrate()
             before = c.ev.pilot_state(c.pwm_duty)
             c.diode_fault = c.pilot_short = c.meter_offline = False
+            c.ev.ignores_limit = False
             if c.welded:
                 c.welded = False
                 self._pending.append(ContactorFeedback(connector, c.contact_closed))
@@ -300,7 +306,8 @@ class SimBoard:
             drawing = c.contact_closed and c.ev.pilot_state(c.pwm_duty) == PilotState.C
             offered = current_for_duty(c.pwm_duty) if c.pwm_duty is not None else 0.0
             # A welded contact with PWM off: the EV stops drawing once it sees no current offered.
-            c.current_a = min(offered, c.ev.max_current_a) if drawing else 0.0
+            wanted = c.ev.max_current_a if c.ev.ignores_limit else min(offered, c.ev.max_current_a)
+            c.current_a = wanted if drawing else 0.0
             c.power_w = round(self._voltage * c.current_a * c.ev.phases, 1)
 
     def _run(self) -> None:

@@ -42,15 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: OK")
         return 0
 
-    from evsed.daemon import BackendUnavailable, Daemon, build_board  # heavy imports only when running
+    from evsed.daemon import BackendUnavailable, Daemon, force_safe_state  # heavy imports only when running
 
     if args.safe_state:
-        try:
-            board = build_board(cfg)
-        except BackendUnavailable as exc:
-            print(f"evsed: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        board.safe_state()
+        problems = force_safe_state(cfg)
+        for problem in problems:
+            print(f"evsed: safe state: {problem}", file=sys.stderr)
+        if problems:
+            return 1
         logging.getLogger("evsed").info("hardware in safe state")
         return 0
     try:

@@ -24,6 +24,26 @@ def _parser() -> argparse.ArgumentParser:
     dt.add_argument("vendor_id")
     dt.add_argument("--message-id")
     dt.add_argument("--data")
+    limit = sub.add_parser("limit", help="set a local current limit (kept across restarts), or clear it")
+    limit.add_argument("amps", nargs="?", type=float, help="amperes per phase; below 6 A the EV pauses")
+    limit.add_argument("--connector", type=int, default=0, help="connector (default 0 = all)")
+    limit.add_argument("--clear", action="store_true", help="remove the local limit")
+    probe = sub.add_parser("probe", help="read a device directly, for commissioning (the daemon need not run)")
+    ps = probe.add_subparsers(dest="device", required=True)
+    pm = ps.add_parser("meter", help="read a Modbus energy meter once")
+    pm.add_argument("--port", required=True, help="serial device (RTU) or tcp://HOST:PORT (Modbus TCP)")
+    pm.add_argument("--model", required=True, help="meter model, a file in hw/meters/ (e.g. sdm630)")
+    pm.add_argument("--address", type=int, default=1, help="Modbus device address (default 1)")
+    pm.add_argument("--baudrate", type=int, help="default: the model's factory setting")
+    pm.add_argument("--parity", choices=["N", "E", "O"], help="default: the model's factory setting")
+    pm.add_argument("--json", action="store_true", help="print one JSON object")
+    pr = ps.add_parser("rfid", help="print the cards an RFID reader sees")
+    pr.add_argument("--port", required=True, help="serial device of the reader")
+    pr.add_argument("--baudrate", type=int, default=9600)
+    pr.add_argument("--protocol", default="rdm6300", help="frame format: rdm6300 (default) or ascii")
+    pr.add_argument("--count", type=int, default=1, help="exit after this many cards (default 1)")
+    pr.add_argument("--timeout", type=float, help="give up after this many seconds without a card")
+    pr.add_argument("--json", action="store_true", help='one {"id_tag": ...} JSON object per line')
     sim = sub.add_parser("sim", help="drive the simulated board")
     ss = sim.add_subparsers(dest="action", required=True)
     plug = ss.add_parser("plug", help="plug an EV in (state B)")
@@ -37,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     swipe.add_argument("id_tag")
     fault = ss.add_parser("fault", help="inject a fault")
     fault.add_argument("connector", type=int)
-    fault.add_argument("kind", help="diode, pilot-short, contactor-welded, meter-offline, lock-failure")
+    fault.add_argument("kind", help="diode, pilot-short, contactor-welded, meter-offline, lock-failure, "
+                       "ground-fault, over-current, reader-offline, ev-overdraw")
     return p
 
 
@@ -64,6 +85,8 @@ def _print_status(s: dict[str, Any]) -> None:
         line = (f"  connector {c['id']}: {c['status']:<13} pilot {c['pilot_state']}  "
                 f"offered {c['offered_current_a']:4.1f} A  power {c['power_w'] / 1000:6.2f} kW  "
                 f"meter {c['energy_wh'] / 1000:9.3f} kWh")
+        if c.get("limit_source") not in (None, "hardware"):
+            line += f"  limit {c['current_limit_a']:g} A ({c['limit_source']})"
         if c.get("error_code") not in (None, "NoError"):
             line += f"  error {c['error_code']}"
         if c["id_tag"] is not None:
@@ -75,9 +98,36 @@ def _print_status(s: dict[str, Any]) -> None:
         print(line)
 
 
+def _probe(args: argparse.Namespace) -> int:
+    if args.device == "meter":
+        from evsed.board.rpi.probe import probe_meter
+
+        return probe_meter(args.port, args.model, address=args.address, baudrate=args.baudrate,
+                           parity=args.parity, as_json=args.json)
+    from evsed.board.rpi.probe_rfid import probe_rfid
+
+    if args.count < 1:
+        print("evsectl: --count must be at least 1", file=sys.stderr)
+        return 2
+    return probe_rfid(args.port, baudrate=args.baudrate, protocol=args.protocol, count=args.count,
+                      as_json=args.json, timeout_s=args.timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "probe":
+        try:
+            return _probe(args)
+        except KeyboardInterrupt:
+            return 130
     try:
+        if args.command == "limit":
+            if args.clear == (args.amps is not None):
+                print("evsectl: give either a limit in amperes or --clear", file=sys.stderr)
+                return 2
+            request(args.socket, {"cmd": "limit", "connector": args.connector,
+                                  "amps": None if args.clear else args.amps})
+            return 0
         if args.command == "status":
             result = request(args.socket, {"cmd": "status"})
             if args.json:

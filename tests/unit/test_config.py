@@ -59,7 +59,7 @@ MessageTimeout = 45
 AuthorizationKey = "00112233445566778899aabbccddeeff00112233"
 
 [hardware]
-backend = "rpi"
+backend = "sim"
 connectors = 2
 max_current_a = 16
 phases = 1
@@ -149,7 +149,7 @@ def test_full_file(tmp_path: Path) -> None:
         "MessageTimeout": 45,
         "AuthorizationKey": "00112233445566778899aabbccddeeff00112233",
     }
-    assert cfg.hardware == HardwareConfig("rpi", 2, 16, 1, 240.0, 0.5, True)
+    assert cfg.hardware == HardwareConfig("sim", 2, 16, 1, 240.0, 0.5, True)
     assert cfg.system == SystemConfig(reset_command=("systemctl", "reboot"), resume_transactions=False)
     assert cfg.storage.database == Path("/tmp/evsed-state/evsed.sqlite3")
     assert cfg.control.socket == "/tmp/evsed.sock"
