@@ -39,8 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     pm.add_argument("--json", action="store_true", help="print one JSON object")
     pr = ps.add_parser("rfid", help="print the cards an RFID reader sees")
     pr.add_argument("--port", required=True, help="serial device of the reader")
-    pr.add_argument("--baudrate", type=int, default=9600)
-    pr.add_argument("--protocol", default="rdm6300", help="frame format: rdm6300 (default) or ascii")
+    pr.add_argument("--baudrate", type=int, help="default 9600 (115200 for pn532)")
+    pr.add_argument("--protocol", default="rdm6300",
+                    help="frame format: rdm6300 (default), ascii (hex or decimal lines) or pn532 (polled)")
     pr.add_argument("--count", type=int, default=1, help="exit after this many cards (default 1)")
     pr.add_argument("--timeout", type=float, help="give up after this many seconds without a card")
     pr.add_argument("--json", action="store_true", help='one {"id_tag": ...} JSON object per line')
@@ -109,7 +110,8 @@ def _probe(args: argparse.Namespace) -> int:
     if args.count < 1:
         print("evsectl: --count must be at least 1", file=sys.stderr)
         return 2
-    return probe_rfid(args.port, baudrate=args.baudrate, protocol=args.protocol, count=args.count,
+    baudrate = args.baudrate or (115200 if args.protocol.lower() == "pn532" else 9600)
+    return probe_rfid(args.port, baudrate=baudrate, protocol=args.protocol, count=args.count,
                       as_json=args.json, timeout_s=args.timeout)
 
 
