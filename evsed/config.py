@@ -318,4 +318,4 @@ def _board_profile(hw: dict[str, Any], overrides: Any, path: str | Path) -> Any:
         raise ConfigError(path, "board", f"expected a table, got {_tname(overrides)}")
     from evsed.board.rpi.profile import load_profile
 
-    return load_profile(hw["board"], overrides, config_path=str(path))
+    return load_profile(hw["board"], overrides, config_path=str(path), overrides_prefix="board")

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from evsed.board.interface import (
+    Board,
     BoardEvent,
+    CableChanged,
     Device,
     DeviceFault,
     LockFeedback,
@@ -47,6 +49,9 @@ SOFT_RESET_EV_WAIT_S = st.STOP_UNDER_LOAD_TIMEOUT_S
 RESET_DELIVERY_S = 5.0
 METER_PERSIST_INTERVAL_S = 60.0
 UNLOCK_TIMEOUT_S = 2.0
+# hardware.md 2.3: the aux contact must follow the coil within 100 ms, else welded / stuck open.
+CONTACTOR_FEEDBACK_TIMEOUT_S = 0.1
+LOCAL_LIMIT = "local_limit.{}"
 CLEAN_SHUTDOWN = "clean_shutdown"
 AVAILABILITY = "availability.{}"
 # Our own DataTransfer vendorId: operators can read the charger's status through their CSMS.
@@ -57,13 +62,27 @@ class BackendUnavailable(Exception):
     pass
 
 
-def build_board(cfg: Config, initial_energy: dict[int, float] | None = None) -> SimBoard:
+def build_board(cfg: Config, initial_energy: dict[int, float] | None = None) -> Board:
     hw = cfg.hardware
-    if hw.backend != "sim":
-        raise BackendUnavailable(f"{cfg.path}: hardware.backend: {hw.backend!r} is not implemented yet "
-                                 "(only 'sim' in this release)")
+    if hw.backend == "rpi":
+        from evsed.board.rpi.board import BoardSetupError, DeviceFactory, RpiBoard
+
+        try:
+            return RpiBoard(cfg.board, DeviceFactory())
+        except (BoardSetupError, OSError) as exc:
+            raise BackendUnavailable(f"{cfg.path}: hardware.board: {exc}") from None
     return SimBoard(hw.connectors, hw.voltage_v, hw.meter_poll_interval_s, initial_energy,
                     world_path=Path(cfg.storage.dir) / "sim-world.json")
+
+
+def force_safe_state(cfg: Config) -> list[str]:
+    """`evsed --safe-state` (systemd ExecStopPost): contactors open, pilot at the safe level; the problems."""
+    if cfg.hardware.backend == "rpi":
+        from evsed.board.rpi.board import RpiBoard
+
+        return RpiBoard.force_safe(cfg.board)
+    build_board(cfg).safe_state()
+    return []
 
 
 class Notifier:
@@ -104,8 +123,25 @@ class Daemon:
         for cid, wh in self.store.last_transaction_meters().items():
             registers[cid] = max(registers.get(cid, 0.0), wh)
         self.board = build_board(cfg, registers)
-        self.supervisor = SafetySupervisor(self.board, self._from_board_thread, n)
-        self.station = st.Station(n, cfg.hardware.max_current_a, self.keys, fixed_cable=cfg.hardware.fixed_cable)
+        profile = cfg.board
+        ventilation = bool(profile.ventilation) if profile is not None else False
+        feedback_timeout = ({c.id: c.contactor.feedback_timeout_ms / 1000.0 for c in profile.connectors}
+                            if profile is not None else CONTACTOR_FEEDBACK_TIMEOUT_S)
+        self.supervisor = SafetySupervisor(self.board, self._from_board_thread, n, ventilation=ventilation,
+                                           feedback_timeout_s=feedback_timeout)
+        self.station = st.Station(n, cfg.hardware.max_current_a, self.keys, fixed_cable=cfg.hardware.fixed_cable,
+                                  ventilation=ventilation)
+        for cid in self.station.connectors:
+            tolerance, oc_time = cfg.hardware.overcurrent_tolerance_a, cfg.hardware.overcurrent_time_s
+            if profile is not None:
+                spec = profile.connectors[cid - 1]
+                # The installation limit ([hardware] max_current_a) and what this connector's parts allow.
+                self.station.connectors[cid].max_current_a = min(cfg.hardware.max_current_a, spec.max_current_a)
+                if spec.overcurrent is not None:
+                    tolerance, oc_time = spec.overcurrent.tolerance_a, spec.overcurrent.time_s
+            self.station.configure_overcurrent(cid, tolerance, oc_time)
+        for cid, amps in self._persisted_local_limits().items():
+            self.station.connectors[cid].local_limit_a = amps
         self.station.restore_availability(self._persisted_availability())
         self.meters: dict[int, MeterReading] = {}
         self.data_transfer = DataTransferRegistry()
@@ -202,6 +238,7 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.control.stop()
         self.board.stop()
+        self.supervisor.close()
         self.store.set_state(CLEAN_SHUTDOWN, "1")
         self.store.close()
         log.info("stopped")
@@ -236,7 +273,7 @@ class Daemon:
             self._apply(self.station.pilot(event.connector, event.state, event.diode_fault, now))
         elif isinstance(event, MeterReading):
             self.meters[event.connector] = event
-            self._apply(self.station.meter(event.connector, event.energy_wh, event.power_w, now))
+            self._apply(self.station.meter(event.connector, event.energy_wh, event.power_w, now, event.current_a))
             if now - self._meter_saved_at >= self._meter_persist_interval():
                 self._persist_meters(now)
         elif isinstance(event, DeviceFault):
@@ -252,6 +289,10 @@ class Daemon:
                 self._unlock_answer(event.connector, "Unlocked")
             elif event.connector in self._unlock_waiting:
                 self._unlock_answer(event.connector, "UnlockFailed")
+        elif isinstance(event, CableChanged):
+            log.info("connector %d: %s", event.connector, "no cable" if event.ampacity_a is None
+                     else f"cable rated {event.ampacity_a:g} A")
+            self._apply(self.station.set_cable(event.connector, event.ampacity_a, now))
         elif isinstance(event, TagRead):
             log.info("reader: card %s", event.id_tag)
             self._apply(self.station.tag(event.id_tag, now))
@@ -290,6 +331,14 @@ class Daemon:
         stamp = row.last_meter_at or row.started_at
         self.session.close_orphan(row.local_id, row.last_meter_wh, stamp, reason)
         self.client.kick()
+
+    def _persisted_local_limits(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for cid in self.station.connectors:
+            value = self.store.get_state(LOCAL_LIMIT.format(cid))
+            if value:
+                out[cid] = float(value)
+        return out
 
     def _persisted_availability(self) -> dict[int, bool]:
         out: dict[int, bool] = {}
@@ -446,6 +495,9 @@ class Daemon:
                 "status": str(c.status) if c.status else "Unavailable",
                 "pilot_state": str(c.pilot),
                 "offered_current_a": float(c.pwm_amps),
+                "current_limit_a": float(c.offered_a),
+                "limit_source": c.limit_source,
+                "limits_a": c.limits(),
                 "power_w": float(c.power_w),
                 "energy_wh": round(float(c.energy_wh), 1),
                 "transaction_id": row.csms_tx_id if row else None,
@@ -468,7 +520,23 @@ class Daemon:
             return self._sim(req)
         if cmd == "datatransfer":
             return await self._data_transfer_to_csms(req)
+        if cmd == "limit":
+            return self._local_limit(req)
         raise RequestError(f"unknown command {cmd!r}")
+
+    def _local_limit(self, req: dict[str, Any]) -> Any:
+        """A limit set on the charger itself (e.g. the site's fuse), kept across restarts."""
+        connector, amps = req.get("connector"), req.get("amps")
+        n = len(self.station.connectors)
+        targets = list(self.station.connectors) if connector in (None, 0) else [connector]
+        if not all(isinstance(c, int) and 1 <= c <= n for c in targets):
+            raise RequestError(f"connector must be 0..{n}, got {connector!r}")
+        if amps is not None and (isinstance(amps, bool) or not isinstance(amps, int | float) or not 0 <= amps <= 80):
+            raise RequestError("the limit must be between 0 and 80 A (below 6 A the EV pauses)")
+        for cid in targets:
+            self.store.set_state(LOCAL_LIMIT.format(cid), "" if amps is None else repr(float(amps)))
+            self._apply(self.station.set_local_limit(cid, None if amps is None else float(amps), time.monotonic()))
+        return {}
 
     async def _data_transfer_to_csms(self, req: dict[str, Any]) -> Any:
         vendor, message_id, data = req.get("vendor_id"), req.get("message_id"), req.get("data")
@@ -492,6 +560,9 @@ class Daemon:
 
     def _sim(self, req: dict[str, Any]) -> Any:
         board = self.board
+        if not isinstance(board, SimBoard):
+            raise RequestError(f"sim commands need hardware.backend = \"sim\" (this charger runs "
+                               f"{self.cfg.hardware.backend!r})")
         action = req.get("action")
         if action == "swipe":
             tag = req.get("id_tag")

@@ -663,8 +663,6 @@ def test_linux_spi_missing_device(tmp_path: Path) -> None:
         LinuxSpi(0, 0, dev_dir=str(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason="hw/boards/pi-mcp3008.toml (and profile.py's default) use top_k = 10: "
-                   "at 96 % duty some burst phases misread the low plateau (H4's files; report, not fixed here)")
 def test_shipped_burst_profile_reads_96_percent_low_plateau(clock: VirtualClock) -> None:
     from evsed.board.rpi.profile import load_profile
 
