@@ -112,7 +112,8 @@ class Notifier:
 
 
 class Daemon:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, board: Board | None = None) -> None:
+        """board: built from cfg unless given (tests and benches pass a board on emulated devices)."""
         self.cfg = cfg
         self.store = Store(cfg.storage.database)
         n = cfg.hardware.connectors
@@ -122,7 +123,7 @@ class Daemon:
         registers = self.store.meter_registers()
         for cid, wh in self.store.last_transaction_meters().items():
             registers[cid] = max(registers.get(cid, 0.0), wh)
-        self.board = build_board(cfg, registers)
+        self.board = board if board is not None else build_board(cfg, registers)
         profile = cfg.board
         ventilation = bool(profile.ventilation) if profile is not None else False
         feedback_timeout = ({c.id: c.contactor.feedback_timeout_ms / 1000.0 for c in profile.connectors}
