@@ -68,6 +68,13 @@ def build_board(cfg: Config, initial_energy: dict[int, float] | None = None) -> 
         from evsed.board.rpi.board import BoardSetupError, DeviceFactory, RpiBoard
 
         try:
+            if os.environ.get("EVSED_EMULATE") == "1":
+                # Development and benches only: the Pi's devices emulated at their lowest layer.
+                from evsed.board.rpi.emulated_world import emulated_board
+
+                log.warning("rpi backend on EMULATED devices (EVSED_EMULATE=1): not for a real charger")
+                board, _ = emulated_board(cfg.board, Path(cfg.storage.dir) / "emulated-hw")
+                return board  # type: ignore[no-any-return]
             return RpiBoard(cfg.board, DeviceFactory())
         except (BoardSetupError, OSError) as exc:
             raise BackendUnavailable(f"{cfg.path}: hardware.board: {exc}") from None
@@ -559,11 +566,19 @@ class Daemon:
             raise RequestError("the CSMS is not reachable or did not answer")
         return result
 
+    def _sim_surface(self) -> Any:
+        if isinstance(self.board, SimBoard):
+            return self.board
+        world = getattr(getattr(self.board, "devices", None), "world", None)
+        if world is not None:
+            from evsed.board.rpi.emulated_world import EmulatedSim
+
+            return EmulatedSim(world, self.board)
+        raise RequestError(f"sim commands need hardware.backend = \"sim\" or an emulated rpi board (this charger "
+                           f"runs {self.cfg.hardware.backend!r} on real hardware)")
+
     def _sim(self, req: dict[str, Any]) -> Any:
-        board = self.board
-        if not isinstance(board, SimBoard):
-            raise RequestError(f"sim commands need hardware.backend = \"sim\" (this charger runs "
-                               f"{self.cfg.hardware.backend!r})")
+        board = self._sim_surface()
         action = req.get("action")
         if action == "swipe":
             tag = req.get("id_tag")
@@ -573,9 +588,16 @@ class Daemon:
             return {}
         if action == "latency":
             samples = list(board.open_latencies_ns)
+            answer: dict[str, Any] = {"open_latencies_ns": samples}
+            rpi = getattr(board, "board", None)  # the emulated rpi board: the sampling loop's own figures
+            if rpi is not None:
+                answer.update(event_to_open_ns=list(rpi.event_to_open_ns), sample_cycles=rpi.sample_cycles,
+                              sample_cpu_s=rpi.sample_cpu_s)
             if req.get("reset"):
                 board.open_latencies_ns.clear()
-            return {"open_latencies_ns": samples}
+                if rpi is not None:
+                    rpi.event_to_open_ns.clear()
+            return answer
         connector = req.get("connector")
         if not isinstance(connector, int) or not 1 <= connector <= board.connectors:
             raise RequestError(f"connector must be 1..{board.connectors}, got {connector!r}")

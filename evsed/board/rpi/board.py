@@ -131,7 +131,11 @@ class RpiBoard:
         self._inputs: list[Input] = []
         # (connector, closed, monotonic_ns) of every contactor command, for the latency bench.
         self.contactor_log: deque[tuple[int, bool, int]] = deque(maxlen=100_000)
+        # From a PilotChanged handed to the sink to the contactor-open command it caused (ns), for the bench.
+        self.event_to_open_ns: deque[int] = deque(maxlen=100_000)
+        self._pilot_event_ns: dict[int, int] = {}
         self.sample_cycles = 0
+        self.sample_cpu_s = 0.0
         try:
             self._c = self._open_connectors()
             self._rcd = self._input(profile.rcd) if profile.rcd else None
@@ -274,7 +278,10 @@ class RpiBoard:
     def set_contactor(self, connector: int, closed: bool) -> None:
         with self._lock:
             self._c[connector].contactor.set(closed)
-            self.contactor_log.append((connector, closed, time.monotonic_ns()))
+            now = time.monotonic_ns()
+            self.contactor_log.append((connector, closed, now))
+            if not closed and (at := self._pilot_event_ns.pop(connector, 0)):
+                self.event_to_open_ns.append(now - at)
 
     def set_lock(self, connector: int, locked: bool) -> None:
         with self._lock:
@@ -353,6 +360,7 @@ class RpiBoard:
                     c.next_pp = time.monotonic() + PP_INTERVAL_S
                     self._sample_pp(cid, c)
             self.sample_cycles += 1
+            self.sample_cpu_s = time.thread_time()  # this thread's CPU time, for the bench
             if self._watchdog is not None:
                 toggle = not toggle
                 self._watchdog.set(toggle)
@@ -387,7 +395,9 @@ class RpiBoard:
         if change is not None:
             if change.simplified:
                 log.info("connector %d: EV went from A to %s without B (simplified mode)", cid, change.state)
-            self._emit(PilotChanged(cid, change.state, change.diode_fault, time.monotonic_ns()))
+            at = time.monotonic_ns()
+            self._pilot_event_ns[cid] = at
+            self._emit(PilotChanged(cid, change.state, change.diode_fault, at))
 
     def _sample_pp(self, cid: int, c: _Connector) -> None:
         assert c.pp is not None
@@ -429,6 +439,10 @@ class RpiBoard:
             for b in self._buses.values():
                 loop.run_until_complete(b.bus.close())
             loop.close()
+
+    def inject(self, event: BoardEvent) -> None:
+        """Hand an event to the sink as if a device had produced it (emulated runs: a card without a reader)."""
+        self._emit(event)
 
     def _tag(self, uid: str) -> None:
         self._emit(TagRead(uid))

@@ -16,6 +16,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,13 @@ def _inverse(points: tuple[tuple[float, float], tuple[float, float]]) -> Any:
 class EmulatedDevices(DeviceFactory):
     def __init__(self, world: EmulatedWorld) -> None:
         super().__init__(pin_factory=world.pins, sysfs_pwm_root=world.sysfs_root)
-        self._world = world
+        self.world = world
 
     def smbus(self, bus: int) -> SMBusLike:
-        return self._world.i2c[bus]
+        return self.world.i2c[bus]
 
     def spi(self, bus: int, device: int, speed_hz: int) -> SpiLike:
-        return self._world.spi[(bus, device)]
+        return self.world.spi[(bus, device)]
 
 
 class EmulatedWorld:
@@ -102,6 +103,7 @@ class EmulatedWorld:
         self.pins = MockFactory(pin_class=WorldPin)
         self._lock = threading.RLock()
         self.rcd_tripped = False
+        self.open_latencies_ns: deque[int] = deque(maxlen=100_000)
         self.conn: dict[int, _Conn] = {}
         chips: dict[str, Path] = {}
         for spec in profile.connectors:
@@ -242,6 +244,11 @@ class EmulatedWorld:
         return pp.supply_v * r / (r + pp.pullup_ohm)
 
     def _relay_commanded(self, cid: int, closed: bool) -> None:
+        c = self.conn[cid]
+        if not closed and c.changed_ns:
+            # From the physical change to the coil command: sampling, debounce, supervisor, GPIO write.
+            self.open_latencies_ns.append(time.monotonic_ns() - c.changed_ns)
+            c.changed_ns = 0
         timer = threading.Timer(self.feedback_delay_s, self._relay_moved, (cid, closed))
         timer.daemon = True
         timer.start()
@@ -314,3 +321,86 @@ class EmulatedWorld:
 
     def close(self) -> None:
         self.pins.reset()
+
+
+class EmulatedSim:
+    """`evsectl sim ...` for the rpi backend on an emulated world (EVSED_EMULATE=1): the same commands as the sim
+    board, acting on the physics below the real Pi drivers."""
+
+    FAULT_KINDS = ("diode", "pilot-short", "contactor-welded", "contactor-stuck", "lock-failure", "ground-fault",
+                   "adc-failure", "cable-short")
+
+    def __init__(self, world: EmulatedWorld, board: Any) -> None:
+        self.world = world
+        self.board = board
+        self.connectors = len(world.conn)
+
+    @property
+    def open_latencies_ns(self) -> deque[int]:
+        return self.world.open_latencies_ns
+
+    def swipe(self, id_tag: str) -> None:
+        from evsed.board.interface import TagRead
+
+        self.board.inject(TagRead(id_tag))
+
+    def plug(self, connector: int, max_current_a: float = 32.0, phases: int = 3) -> None:
+        self.world.ev(connector, plugged=True, wants_energy=True)
+
+    def unplug(self, connector: int) -> None:
+        self.world.ev(connector, plugged=False)
+
+    def suspend(self, connector: int) -> None:
+        self.world.ev(connector, wants_energy=False)
+
+    def resume(self, connector: int) -> None:
+        self.world.ev(connector, wants_energy=True)
+
+    def inject_fault(self, connector: int, kind: str) -> None:
+        w = self.world
+        if kind == "diode":
+            w.ev(connector, diode_ok=False)
+        elif kind == "pilot-short":
+            w.ev(connector, pilot_shorted=True)
+        elif kind == "cable-short":
+            w.ev(connector, cable_ohm=30.0)
+        elif kind == "contactor-welded":
+            w.fault(connector, welded=True)
+        elif kind == "contactor-stuck":
+            w.fault(connector, stuck_open=True)
+        elif kind == "lock-failure":
+            w.fault(connector, lock_jammed=True)
+        elif kind == "ground-fault" and w.profile.rcd is not None:
+            w.trip_rcd(True)
+        elif kind == "adc-failure":
+            w.adc_for(connector).fail = True
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(self.FAULT_KINDS)}")
+
+    def clear_faults(self, connector: int) -> None:
+        w = self.world
+        w.ev(connector, diode_ok=True, pilot_shorted=False, cable_ohm=220.0)
+        w.fault(connector, welded=False, stuck_open=False, lock_jammed=False)
+        if w.profile.rcd is not None and w.rcd_tripped:
+            w.trip_rcd(False)
+        w.adc_for(connector).fail = False
+
+    def ev_snapshot(self, connector: int) -> dict[str, object]:
+        c = self.world.conn[connector]
+        return {"plugged": c.ev.plugged, "wants_energy": c.ev.wants_energy, "contact_closed": c.contactor_closed,
+                "pwm_duty": self.world.duty(connector), "locked": c.locked}
+
+
+def emulated_board(profile: BoardProfile, root: Path) -> tuple[Any, EmulatedSim]:
+    """The rpi board on an emulated world, for `EVSED_EMULATE=1` runs. Meters and the reader are left out (they
+    need a real bus): energy stays at 0 and cards come from `evsectl sim swipe`."""
+    import dataclasses
+
+    from evsed.board.rpi.board import RpiBoard
+
+    bare = dataclasses.replace(profile, rfid=None,
+                               connectors=tuple(dataclasses.replace(c, meter=None) for c in profile.connectors))
+    world = EmulatedWorld(bare, root)
+    board = RpiBoard(bare, world.devices())
+    world.settle()
+    return board, EmulatedSim(world, board)
