@@ -391,7 +391,25 @@ class Daemon:
                 self.store.set_state(AVAILABILITY.format(a.connector), "Operative" if a.operative else "Inoperative")
             elif isinstance(a, st.UnlockDone):
                 self._arm_unlock_timeout(a.connector)
+        if any(isinstance(a, st.StatusChanged) for a in actions):
+            self._indicate()
         self.client.kick()
+
+    def _indicate(self) -> None:
+        """One LED for the whole charger: a fault wins, then charging, then ready; off when unavailable."""
+        set_indicator = getattr(self.board, "set_indicator", None)
+        if set_indicator is None:
+            return
+        statuses = {c.status for c in self.station.connectors.values()} | {self.station.cp_status[0]}
+        if st.Status.FAULTED in statuses:
+            pattern = "fast-blink"
+        elif st.Status.CHARGING in statuses:
+            pattern = "blink"
+        elif statuses <= {st.Status.UNAVAILABLE, None}:
+            pattern = "off"
+        else:
+            pattern = "on"
+        set_indicator(pattern)
 
     # --- Controller port for the OCPP session --------------------------------------------------------------
     def can_remote_start(self, connector: int | None) -> bool:

@@ -358,6 +358,11 @@ def test_deb_contents(built_deb: Path) -> None:
     assert any(f.startswith("/usr/lib/python3/dist-packages/evsed/ocpp/schemas/v16/") for f in files), \
         "package data (OCPP schemas) missing"
     assert not any("/tests/" in f or f.endswith("/tests") for f in files), "test suite leaked into the package"
+    # Board profiles and meter models are data the rpi backend looks up in /usr/share/evsed/hw.
+    for path in ("/usr/share/evsed/hw/boards/pi-ads1115.toml", "/usr/share/evsed/hw/meters/sdm630.toml"):
+        assert path in files, f"{path} missing from {built_deb.name}"
+    assert any(f.endswith("udev/rules.d/60-evsed.rules") for f in files), \
+        f"udev rule missing: {sorted(f for f in files if 'udev' in f)}"
 
 
 def test_deb_unit_and_config_are_the_repo_files(built_deb: Path, tmp_path: Path) -> None:

@@ -136,6 +136,8 @@ async def test_safe_at_start_then_a_whole_session(rig: Rig) -> None:
     assert w.duty(1) == pytest.approx(53.3)
     c = rig.connector()
     assert (c["offered_current_a"], c["pilot_state"], c["id_tag"]) == (32.0, "C", CARD)
+    led = rig.daemon.board._led  # type: ignore[attr-defined]
+    assert led is not None and led.pattern == "blink"  # the front LED blinks while charging
     # The meter's reading arrives through real RTU frames.
     rig.meter.set("energy_import", 1_002_500.0)
     await rig.until(lambda: rig.connector()["energy_wh"] == 1_002_500.0, "meter reading")
@@ -148,6 +150,7 @@ async def test_safe_at_start_then_a_whole_session(rig: Rig) -> None:
     w.ev(1, plugged=False)
     await rig.status("Available")
     assert w.duty(1) == 100.0 and not w.coil(1)
+    assert led.pattern == "on"
 
 
 async def test_cable_ampacity_limits_the_offer(rig: Rig) -> None:

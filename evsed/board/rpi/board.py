@@ -48,7 +48,7 @@ from evsed.board.rpi.adc import (
     cable_ampacity,
     open_smbus,
 )
-from evsed.board.rpi.gpio import Input, Output
+from evsed.board.rpi.gpio import Input, Output, StatusLed
 from evsed.board.rpi.meter import MeterError, ModbusBus, ModbusMeter
 from evsed.board.rpi.meter_models import MeterModelError, load_model
 from evsed.board.rpi.profile import BoardProfile, BusSpec, ConnectorSpec
@@ -139,7 +139,8 @@ class RpiBoard:
         try:
             self._c = self._open_connectors()
             self._rcd = self._input(profile.rcd) if profile.rcd else None
-            self._led = self._output(profile.led) if profile.led else None
+            self._led = (StatusLed(profile.led.pin, active_high=profile.led.active_high,
+                                   pin_factory=self.devices.pin_factory) if profile.led else None)
             self._watchdog = self._output(profile.watchdog) if profile.watchdog else None
             self._buses = self._open_buses()
         except Exception:
@@ -261,7 +262,8 @@ class RpiBoard:
                 c.lock_timer.cancel()
             with contextlib.suppress(Exception):
                 c.pwm.close()
-        devices: list[Input | Output] = [*self._inputs, *self._outputs]
+        led = getattr(self, "_led", None)
+        devices: list[Input | Output | StatusLed] = [*self._inputs, *self._outputs, *([led] if led else [])]
         for dev in devices:
             with contextlib.suppress(Exception):
                 dev.close()
@@ -298,6 +300,12 @@ class RpiBoard:
             timer.daemon = True
             c.lock_timer = timer
             timer.start()
+
+    def set_indicator(self, pattern: str) -> None:
+        """The front-panel LED: "on" ready, "blink" charging, "fast-blink" fault, "off" unavailable."""
+        if self._led is not None:
+            with contextlib.suppress(Exception):  # a broken LED must not stop charging
+                self._led.set(pattern)
 
     def safe_state(self) -> None:
         with self._lock:
