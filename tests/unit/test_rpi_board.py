@@ -251,3 +251,19 @@ async def test_force_safe_opens_contactor_and_sets_pilot(tmp_path: Path) -> None
     assert not world.coil(1)
     assert world.duty(1) == 100.0
     world.close()
+
+
+async def test_a_hung_adc_transfer_opens_the_contactor_through_the_guard(rig: Rig) -> None:
+    w = rig.world
+    adc = w.adc_for(1)
+    if not hasattr(adc, "hang_s"):
+        pytest.skip("only the I2C emulator models a hanging transfer")
+    await rig.charging()
+    adc.hang_s = 1.0  # the sampling loop blocks inside a read
+    took = await rig.until(lambda: not w.coil(1), "contactor open while sampling is stalled")
+    assert took < 0.1, took
+    c = await rig.status("Faulted")
+    assert c["error_code"] == "InternalError"
+    adc.hang_s = 0.0
+    await rig.status("Charging", timeout=10)
+    assert rig.daemon.board.stalls == 1  # type: ignore[attr-defined]

@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 PILOT_RANGE_V = 14.0
 PP_INTERVAL_S = 0.25
 PILOT_ERROR_CODE = "InternalError"  # OCPP: "error in internal hard- or software component"
+# A sampling loop that has not finished a cycle for this long (a hung I2C/SPI transfer, a starved thread) can no
+# longer see the pilot: a guard thread opens the contactors, so the 100 ms rule does not depend on the loop.
+STALL_MIN_S = 0.06
 
 
 class BoardSetupError(Exception):
@@ -125,6 +128,10 @@ class RpiBoard:
         self._lock = threading.RLock()
         self._running = False
         self._sampler: threading.Thread | None = None
+        self._guard: threading.Thread | None = None
+        self._last_cycle = 0.0
+        self._stalled = False
+        self.stalls = 0
         self._io_thread: threading.Thread | None = None
         self._io_loop: asyncio.AbstractEventLoop | None = None
         self._outputs: list[Output] = []
@@ -236,8 +243,11 @@ class RpiBoard:
             self._rcd.on_change(self._rcd_changed)
             if self._rcd.value:
                 self._rcd_changed(True)
+        self._last_cycle = time.monotonic()
         self._sampler = threading.Thread(target=self._sample_loop, name="rpi-pilot", daemon=True)
         self._sampler.start()
+        self._guard = threading.Thread(target=self._guard_loop, name="rpi-guard", daemon=True)
+        self._guard.start()
         if self._buses or self.profile.rfid is not None:
             ready = threading.Event()
             self._io_thread = threading.Thread(target=self._io_main, args=(ready,), name="rpi-io", daemon=True)
@@ -250,7 +260,7 @@ class RpiBoard:
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(loop.stop)
-        for t in (self._sampler, self._io_thread):
+        for t in (self._sampler, self._guard, self._io_thread):
             if t is not None:
                 t.join(timeout=3)
         self.safe_state()
@@ -368,6 +378,7 @@ class RpiBoard:
                     c.next_pp = time.monotonic() + PP_INTERVAL_S
                     self._sample_pp(cid, c)
             self.sample_cycles += 1
+            self._last_cycle = time.monotonic()
             self.sample_cpu_s = time.thread_time()  # this thread's CPU time, for the bench
             if self._watchdog is not None:
                 toggle = not toggle
@@ -378,6 +389,22 @@ class RpiBoard:
                 time.sleep(delay)
             else:
                 next_at = time.monotonic()  # overran: don't try to catch up with a burst
+
+    def _guard_loop(self) -> None:
+        stall_s = max(STALL_MIN_S, 10 * self.profile.sample_interval_ms / 1000.0)
+        while self._running:
+            time.sleep(stall_s / 4)
+            stalled = time.monotonic() - self._last_cycle > stall_s
+            if stalled == self._stalled:
+                continue
+            self._stalled = stalled
+            if stalled:
+                self.stalls += 1
+                log.error("pilot sampling stalled for more than %.0f ms: opening the contactors", stall_s * 1000)
+            for cid, c in self._c.items():
+                if not c.pilot_failed:
+                    self._emit(DeviceFault(cid, Device.PILOT, PILOT_ERROR_CODE, stalled,
+                                           "pilot sampling stalled" if stalled else "pilot sampling runs again"))
 
     def _sample_pilot(self, cid: int, c: _Connector) -> None:
         duty = c.duty

@@ -165,6 +165,7 @@ class EmulatedAds1115:
         self._lock = threading.Lock()
         self.fail = False
         self.stuck = False
+        self.hang_s = 0.0
         self.delay_factor = 1.0
         self.writes: list[tuple[int, int, list[int]]] = []
         self.reads: dict[tuple[int, int], int] = {}
@@ -194,6 +195,8 @@ class EmulatedAds1115:
             # The conversion register is read-only: the chip ignores writes to it.
 
     def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
+        if self.hang_s:
+            time.sleep(self.hang_s)  # a chip holding SCL low (clock stretching gone wrong): the transfer blocks
         with self._lock:
             chip = self._chip(i2c_addr)
             if not 1 <= length <= 2 or register > 0x03:
