@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -117,6 +118,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The drivers log for the daemon's journal; here every problem is already one "evsectl: ..." line.
+    logging.getLogger().addHandler(logging.NullHandler())
     if args.command == "probe":
         try:
             return _probe(args)

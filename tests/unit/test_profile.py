@@ -213,9 +213,11 @@ def test_pi5_two_connectors_values() -> None:
 
 def test_sim_profile_is_not_a_pi_profile() -> None:
     with pytest.raises(ConfigError) as exc:
-        load_profile(str(BOARDS / "sim.toml"))
-    assert (exc.value.path, exc.value.key) == (str(BOARDS / "sim.toml"), "board.backend")
-    assert "'sim' backend" in exc.value.problem
+        load_profile(str(BOARDS / "sim.toml"), config_path="evsed.toml")
+    assert (exc.value.path, exc.value.key) == ("evsed.toml", "hardware.board")
+    assert "'sim' backend" in exc.value.problem and "sim.toml" in exc.value.problem
+    with pytest.raises(ConfigError, match="set hardware.backend"):
+        load_profile("sim", config_path="evsed.toml")
 
 
 def test_profile_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ import functools
 import logging
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -521,6 +522,14 @@ class RpiBoard:
         Returns the problems; an empty list means every output is safe."""
         devices = devices or DeviceFactory()
         problems: list[str] = []
+        with warnings.catch_warnings():
+            # gpiozero warns once per pin factory it cannot load; the problem lines below say what failed.
+            warnings.simplefilter("ignore")
+            RpiBoard._force_safe(profile, devices, problems)
+        return problems
+
+    @staticmethod
+    def _force_safe(profile: BoardProfile, devices: DeviceFactory, problems: list[str]) -> None:
         opened: list[Output | SysfsPwm] = []
         for spec in profile.connectors:
             try:
@@ -548,7 +557,6 @@ class RpiBoard:
         for dev in opened:
             with contextlib.suppress(Exception):
                 dev.close()
-        return problems
 
     # --- for evsectl status and benches -------------------------------------------------------------------
     def pilot_state(self, connector: int) -> PilotState | None:

@@ -32,16 +32,16 @@ def hw_dirs() -> list[Path]:
     return out
 
 
-def known_names(kind: str) -> list[str]:
+def known_names(kind: str, exclude: tuple[str, ...] = ()) -> list[str]:
     names: set[str] = set()
     for d in hw_dirs():
         sub = d / kind
         if sub.is_dir():
             names.update(p.stem.lower() for p in sub.glob("*.toml"))
-    return sorted(names)
+    return sorted(names - set(exclude))
 
 
-def find_hw_file(kind: str, name: str) -> Path:
+def find_hw_file(kind: str, name: str, exclude: tuple[str, ...] = ()) -> Path:
     """A model/board name (file stem, case-insensitive) or a path to a .toml file."""
     if name.endswith(".toml") or os.sep in name:
         path = Path(name)
@@ -49,12 +49,12 @@ def find_hw_file(kind: str, name: str) -> Path:
             raise HwFileError(f"{kind[:-1]} file {name} does not exist")
         return path
     wanted = name.lower()
-    for d in hw_dirs():
+    for d in hw_dirs() if wanted not in exclude else []:
         sub = d / kind
         if not sub.is_dir():
             continue
         for p in sorted(sub.glob("*.toml")):
             if p.stem.lower() == wanted:
                 return p
-    known = ", ".join(known_names(kind)) or "none installed"
+    known = ", ".join(known_names(kind, exclude)) or "none installed"
     raise HwFileError(f"no {kind[:-1]} named {name!r} (known: {known})")

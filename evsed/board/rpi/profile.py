@@ -738,15 +738,19 @@ def load_profile(
     ``overrides_prefix`` is prepended to the keys of errors in overridden values, e.g. "board" so that the
     message names the key as written in the daemon config (``board.connector.1.meter.address``).
     """
+    if name_or_path.lower() == "sim":
+        raise ConfigError(config_path, "hardware.board", "'sim' is the simulated board: set hardware.backend = "
+                          '"sim" instead')
     try:
-        path = find_hw_file("boards", name_or_path)
+        # sim.toml only documents the simulated board: not a choice for the rpi backend.
+        path = find_hw_file("boards", name_or_path, exclude=("sim",))
     except HwFileError as exc:
         raise ConfigError(config_path, "hardware.board", str(exc)) from None
     data = _read_profile(path)
     board = data.get("board")
     if isinstance(board, dict) and board.get("backend", "rpi") != "rpi":
-        raise ConfigError(path, "board.backend", f"this describes the {board.get('backend')!r} backend, not a "
-                          "Raspberry Pi board profile")
+        raise ConfigError(config_path, "hardware.board", f"{path} describes the {board.get('backend')!r} backend, "
+                          "not a Raspberry Pi board")
     src = _Source(path, config_path, set(), overrides_prefix)
     if overrides:
         _apply_overrides(data, overrides, src)
