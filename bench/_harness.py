@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,11 @@ from evsed.control.protocol import ControlError, request
 from evsed.devcsms.server import DevCSMS, Event
 
 
-def config_text(tmp: Path, port: int, cp_id: str = "BENCH", connectors: int = 1, extra: str = "") -> str:
+def config_text(tmp: Path, port: int, cp_id: str = "BENCH", connectors: int = 1, extra: str = "", *,
+                hardware: str | None = None) -> str:
+    """The bench config. `hardware` (the body of [hardware], e.g. from `rpi_hardware`) replaces the default sim
+    backend with `connectors` connectors."""
+    hw = hardware if hardware is not None else f'backend = "sim"\nconnectors = {connectors}'
     return f"""
 [charge_point]
 id = "{cp_id}"
@@ -33,8 +37,7 @@ url = "ws://127.0.0.1:{port}/ocpp"
 HeartbeatInterval = 3600
 {extra}
 [hardware]
-backend = "sim"
-connectors = {connectors}
+{hw}
 [storage]
 dir = "{tmp}/state"
 [control]
@@ -42,11 +45,17 @@ socket = "{tmp}/evsed.sock"
 """
 
 
-def write_config(tmp: Path, port: int, extra: str = "", connectors: int = 1) -> Path:
+def write_config(tmp: Path, port: int, extra: str = "", connectors: int = 1, *, hardware: str | None = None) -> Path:
     """Write the bench config to tmp/evsed.toml (what Daemon does) and return its path."""
     cfg = tmp / "evsed.toml"
-    cfg.write_text(config_text(tmp, port, connectors=connectors, extra=extra))
+    cfg.write_text(config_text(tmp, port, connectors=connectors, extra=extra, hardware=hardware))
     return cfg
+
+
+def rpi_hardware(board: str) -> str:
+    """[hardware] body for the Raspberry Pi backend with a board profile (hw/boards/NAME.toml). Run the daemon with
+    EVSED_EMULATE=1 (Daemon(env=...)) to put it on emulated devices."""
+    return f'backend = "rpi"\nboard = "{board}"'
 
 
 def database_path(config: Path) -> Path:
@@ -56,21 +65,23 @@ def database_path(config: Path) -> Path:
 
 class Daemon:
     def __init__(self, tmp: Path, port: int, extra: str = "", notify: bool = False, *,
-                 connectors: int = 1, log_level: str = "warning") -> None:
+                 connectors: int = 1, log_level: str = "warning", hardware: str | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        """`hardware`: see config_text; `env`: extra environment variables for the daemon process."""
         self.tmp = tmp
         self.sock = str(tmp / "evsed.sock")
-        cfg = write_config(tmp, port, extra, connectors)
-        env = dict(os.environ)
+        cfg = write_config(tmp, port, extra, connectors, hardware=hardware)
+        proc_env = {**os.environ, **(env or {})}
         self.notify_sock: socket.socket | None = None
         if notify:
             self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             path = str(tmp / "notify.sock")
             self.notify_sock.bind(path)
-            env["NOTIFY_SOCKET"] = path
+            proc_env["NOTIFY_SOCKET"] = path
         self.log = (tmp / "daemon.log").open("ab")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "evsed.cli.daemon", "--config", str(cfg),
-                                      "--log-level", log_level], env=env, stderr=self.log)
+                                      "--log-level", log_level], env=proc_env, stderr=self.log)
         _LIVE.add(self)
 
     def wait_ready_notify(self, timeout: float = 20.0) -> float:
@@ -84,7 +95,8 @@ class Daemon:
     def ctl(self, **req: Any) -> Any:
         return request(self.sock, req)
 
-    def wait(self, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
+    def wait(self, predicate: Any, timeout: float = 20.0, *, poll_s: float = 0.02) -> dict[str, Any]:
+        """Poll the status every poll_s until predicate(status) holds."""
         end = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < end:
@@ -94,7 +106,7 @@ class Daemon:
                     return last  # type: ignore[no-any-return]
             except ControlError:
                 pass
-            time.sleep(0.02)
+            time.sleep(poll_s)
         raise TimeoutError(f"condition not met; last status {last}")
 
     def cpu_seconds(self) -> float:

@@ -26,6 +26,11 @@ from evsed.config import parse
 from evsed.daemon import Daemon
 
 CARD = "0A00C0FFEE"
+# IEC 61851 allows 100 ms from the physical change to an open contactor; the exact timing is asserted in virtual
+# time (test_iec_sequences.py) and measured by bench/bench_rpi_latency.py. Here, in real time on a shared CI
+# machine, the bound has headroom for scheduling noise while still catching a path that waits for something
+# (a meter poll, the OCPP loop, a 1 s tick).
+OPEN_BOUND_S = 0.25
 
 
 def rdm_frame(uid: str) -> bytes:
@@ -141,10 +146,10 @@ async def test_safe_at_start_then_a_whole_session(rig: Rig) -> None:
     # The meter's reading arrives through real RTU frames.
     rig.meter.set("energy_import", 1_002_500.0)
     await rig.until(lambda: rig.connector()["energy_wh"] == 1_002_500.0, "meter reading")
-    # The EV pauses: the contactor opens well within 100 ms (debounce 20 ms + one 5 ms sample + margin).
+    # The EV pauses: the contactor opens after the debounce (20 ms) and one 5 ms sample.
     w.ev(1, wants_energy=False)
     took = await rig.until(lambda: not w.coil(1), "contactor open after C -> B")
-    assert took < 0.1, took
+    assert took < OPEN_BOUND_S, took
     await rig.status("SuspendedEV")
     # Unplugged: the transaction ends, the pilot goes back to +12 V DC.
     w.ev(1, plugged=False)
@@ -170,19 +175,19 @@ async def test_unplug_and_short_open_the_contactor_fast(rig: Rig) -> None:
     w = rig.world
     await rig.charging()
     w.ev(1, pilot_shorted=True)  # state E
-    assert await rig.until(lambda: not w.coil(1), "open on E") < 0.1
+    assert await rig.until(lambda: not w.coil(1), "open on E") < OPEN_BOUND_S
     w.ev(1, pilot_shorted=False)
     await rig.status("Charging")
     await rig.until(lambda: w.coil(1), "closed again")
     w.ev(1, plugged=False)
-    assert await rig.until(lambda: not w.coil(1), "open on unplug") < 0.1
+    assert await rig.until(lambda: not w.coil(1), "open on unplug") < OPEN_BOUND_S
 
 
 async def test_diode_fault_opens_and_pilot_adc_failure_is_reported_and_recovers(rig: Rig) -> None:
     w = rig.world
     await rig.charging()
     w.ev(1, diode_ok=False)
-    assert await rig.until(lambda: not w.coil(1), "open on diode fault") < 0.1
+    assert await rig.until(lambda: not w.coil(1), "open on diode fault") < OPEN_BOUND_S
     c = await rig.status("SuspendedEVSE")
     assert c["error_code"] == "EVCommunicationError"
     w.ev(1, diode_ok=True)
@@ -209,7 +214,7 @@ async def test_meter_failure_and_recovery(rig: Rig) -> None:
 async def test_rcd_trip_faults_every_connector(rig: Rig) -> None:
     await rig.charging()
     rig.world.trip_rcd(True)
-    assert await rig.until(lambda: not rig.world.coil(1), "open on RCD trip") < 0.1
+    assert await rig.until(lambda: not rig.world.coil(1), "open on RCD trip") < OPEN_BOUND_S
     c = await rig.status("Faulted")
     assert c["error_code"] == "GroundFailure"
     rig.world.trip_rcd(False)
@@ -261,7 +266,7 @@ async def test_a_hung_adc_transfer_opens_the_contactor_through_the_guard(rig: Ri
     await rig.charging()
     adc.hang_s = 1.0  # the sampling loop blocks inside a read
     took = await rig.until(lambda: not w.coil(1), "contactor open while sampling is stalled")
-    assert took < 0.1, took
+    assert took < OPEN_BOUND_S, took
     c = await rig.status("Faulted")
     assert c["error_code"] == "InternalError"
     adc.hang_s = 0.0
