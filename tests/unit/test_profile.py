@@ -216,7 +216,7 @@ def test_sim_profile_is_not_a_pi_profile() -> None:
         load_profile(str(BOARDS / "sim.toml"), config_path="evsed.toml")
     assert (exc.value.path, exc.value.key) == ("evsed.toml", "hardware.board")
     assert "'sim' backend" in exc.value.problem and "sim.toml" in exc.value.problem
-    with pytest.raises(ConfigError, match="set hardware.backend"):
+    with pytest.raises(ConfigError, match=r"set hardware\.backend"):
         load_profile("sim", config_path="evsed.toml")
 
 
