@@ -28,7 +28,7 @@ def run_events(d: Daemon, n: int) -> list[float]:
     for i in range(1, n + 1):
         if i % 25 == 0:
             d.ctl(cmd="sim", action="fault", connector=1, kind="pilot-short")
-            d.wait(lambda s: s["connectors"][0]["status"] == "Faulted")
+            d.wait(lambda s: s["connectors"][0]["pilot_state"] == "E")
             d.ctl(cmd="sim", action="clear", connector=1)
             d.wait(charging)
         elif i % 10 == 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from evsed.board.interface import (
     Board,
@@ -20,6 +21,7 @@ from evsed.board.interface import (
     EventSink,
     PilotChanged,
 )
+from evsed.core.deadlines import Deadline, Deadlines
 from evsed.core.pilot import CHARGING_STATES, PilotState
 from evsed.core.station import BLOCKING_SOURCES
 
@@ -46,7 +48,11 @@ class SafetySupervisor:
         self._feedback_timeout = (dict(feedback_timeout_s) if isinstance(feedback_timeout_s, dict)
                                   else dict.fromkeys(ids, feedback_timeout_s))
         self._feedback: dict[int, bool | None] = dict.fromkeys(ids)  # None: no feedback input seen
-        self._feedback_timer: dict[int, threading.Timer | None] = dict.fromkeys(ids)
+        self._feedback_timer: dict[int, Deadline | None] = dict.fromkeys(ids)
+        self._deadlines = Deadlines("safety-deadlines")
+        # Boards that can read the aux contact's level on demand: the deadline then judges the level itself, not
+        # the last edge delivered (an edge callback can run late on a busy machine, or get lost).
+        self._read_feedback: Callable[[int], bool | None] | None = getattr(board, "contactor_feedback", None)
 
     # --- board thread -------------------------------------------------------------------------------------
     def on_board_event(self, event: BoardEvent) -> None:
@@ -97,14 +103,14 @@ class SafetySupervisor:
             return
         if (old := self._feedback_timer[connector]) is not None:
             old.cancel()
-        timer = threading.Timer(timeout, self._feedback_deadline, (connector,))
-        timer.daemon = True
-        self._feedback_timer[connector] = timer
-        timer.start()
+        self._feedback_timer[connector] = self._deadlines.after(timeout, self._feedback_deadline, connector)
 
     def _feedback_deadline(self, connector: int) -> None:
+        level = self._read_feedback(connector) if self._read_feedback is not None else None
         with self._lock:
             self._feedback_timer[connector] = None
+            if level is not None:
+                self._feedback[connector] = level
             extra = self._check_feedback(connector, deadline=True)
         if extra is not None:
             self._forward(extra)
@@ -163,3 +169,4 @@ class SafetySupervisor:
                 if timer is not None:
                     timer.cancel()
                     self._feedback_timer[c] = None
+        self._deadlines.close()

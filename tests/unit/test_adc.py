@@ -676,3 +676,11 @@ def test_shipped_burst_profile_reads_96_percent_low_plateau(clock: VirtualClock)
         clock.now = 50.0 + step * 1e-6
         high, low = sensor.read()
         assert classify(high, low, True) == PilotReading(C), step
+
+
+def test_mcp3008_emulator_fast_path_matches_the_bit_level_chip() -> None:
+    # The emulator answers the standard 3-byte command without clocking bits; it must be the same chip.
+    chip = EmulatedMcp3008({c: (lambda t, c=c: 0.1 + c * 0.4) for c in range(8)}, clock=lambda: 0.0)
+    for mode in range(16):
+        frame = [1, mode << 4, 0]
+        assert chip._frame(frame, 0.0) == chip._frame_bits(frame, 0.0), mode

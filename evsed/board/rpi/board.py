@@ -312,6 +312,11 @@ class RpiBoard:
             c.lock_timer = timer
             timer.start()
 
+    def contactor_feedback(self, connector: int) -> bool | None:
+        """The aux contact's level now (None: no feedback input), read by the supervisor at its deadline."""
+        fb = self._c[connector].contactor_feedback
+        return fb.value if fb is not None else None
+
     def set_indicator(self, pattern: str) -> None:
         """The front-panel LED: "on" ready, "blink" charging, "fast-blink" fault, "off" unavailable."""
         if self._led is not None:
@@ -434,6 +439,8 @@ class RpiBoard:
             at = time.monotonic_ns()
             self._pilot_event_ns[cid] = at
             self._emit(PilotChanged(cid, change.state, change.diode_fault, at))
+            # The supervisor acted inside that call; a later opening (a meter fault...) is not this event's.
+            self._pilot_event_ns.pop(cid, None)
 
     def _sample_pp(self, cid: int, c: _Connector) -> None:
         assert c.pp is not None

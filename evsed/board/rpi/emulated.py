@@ -302,6 +302,14 @@ class EmulatedMcp3008:
 
     def _frame(self, frame: Sequence[int], t: float) -> tuple[list[int], int]:
         """Clock one chip-select frame through the chip; returns the bytes read and 1 if it converted."""
+        if len(frame) == 3 and frame[0] == 0x01 and frame[1] & 0x0F == 0 and frame[2] == 0:
+            # The datasheet's standard 3-byte command (figure 6-1), as every driver sends it: the same bits the
+            # general path below produces, without clocking them one by one (a burst is 200 of these).
+            result = self._convert(frame[1] >> 4, t)
+            return [0xFF, 0xF8 | result >> 8, result & 0xFF], 1
+        return self._frame_bits(frame, t)
+
+    def _frame_bits(self, frame: Sequence[int], t: float) -> tuple[list[int], int]:
         out_bits: list[int] = []
         since_start: int | None = None  # clocks since the start bit
         mode = 0

@@ -27,9 +27,13 @@ from evsed.board.rpi.adc import SMBusLike, SpiLike
 from evsed.board.rpi.board import DeviceFactory
 from evsed.board.rpi.emulated import EmulatedAds1115, EmulatedMcp3008, PilotLine
 from evsed.board.rpi.profile import BoardProfile, ConnectorSpec
+from evsed.core.deadlines import Deadlines
 
 _PLATEAU_V = {"A": 12.0, "B": 9.0, "C": 6.0, "D": 3.0, "E": 0.0}
 PERIOD_NS = 1_000_000
+# How long the pilot computed from the sysfs files is reused: shorter than one 1 kHz period, so a new duty is
+# seen within a millisecond, but a 200-conversion burst does not re-read the files 200 times.
+LINE_CACHE_S = 0.0005
 
 
 class WorldPin(MockPWMPin):  # type: ignore[misc]
@@ -70,6 +74,7 @@ class _Conn:
     locked: bool = False
     lock_jammed: bool = False
     changed_ns: int = 0  # when the world last changed the pilot (for latency figures)
+    line_valid_until: float = 0.0  # the pilot line computed from sysfs is reused until then
 
 
 def _inverse(points: tuple[tuple[float, float], tuple[float, float]]) -> Any:
@@ -104,6 +109,7 @@ class EmulatedWorld:
         self._lock = threading.RLock()
         self.rcd_tripped = False
         self.open_latencies_ns: deque[int] = deque(maxlen=100_000)
+        self._deadlines = Deadlines("emulated-world")
         self.conn: dict[int, _Conn] = {}
         chips: dict[str, Path] = {}
         for spec in profile.connectors:
@@ -216,6 +222,10 @@ class EmulatedWorld:
     def _line(self, cid: int) -> PilotLine:
         c = self.conn[cid]
         with self._lock:
+            now = time.monotonic()
+            if now < c.line_valid_until:
+                return c.line  # a burst reads the line hundreds of times within a few ms
+            c.line_valid_until = now + LINE_CACHE_S
             duty = max(0.0, min(100.0, self._duty(c)))
             ev = c.ev
             pwm_on = 0.0 < duty < 100.0
@@ -249,9 +259,7 @@ class EmulatedWorld:
             # From the physical change to the coil command: sampling, debounce, supervisor, GPIO write.
             self.open_latencies_ns.append(time.monotonic_ns() - c.changed_ns)
             c.changed_ns = 0
-        timer = threading.Timer(self.feedback_delay_s, self._relay_moved, (cid, closed))
-        timer.daemon = True
-        timer.start()
+        self._deadlines.after(self.feedback_delay_s, self._relay_moved, cid, closed)
 
     def _relay_moved(self, cid: int, coil: bool) -> None:
         with self._lock:
@@ -263,9 +271,7 @@ class EmulatedWorld:
             self._drive(fb.pin, fb.active_high, closed)
 
     def _lock_commanded(self, cid: int, level: bool) -> None:
-        timer = threading.Timer(self.lock_move_s, self._lock_moved, (cid, level))
-        timer.daemon = True
-        timer.start()
+        self._deadlines.after(self.lock_move_s, self._lock_moved, cid, level)
 
     def _lock_moved(self, cid: int, level: bool) -> None:
         with self._lock:
@@ -287,6 +293,7 @@ class EmulatedWorld:
                     raise AttributeError(f"EmulatedEV has no {k!r}")
                 setattr(c.ev, k, v)
             c.changed_ns = time.monotonic_ns()
+            c.line_valid_until = 0.0
 
     def fault(self, connector: int, *, welded: bool | None = None, stuck_open: bool | None = None,
               lock_jammed: bool | None = None) -> None:
@@ -320,6 +327,7 @@ class EmulatedWorld:
         return EmulatedDevices(self)
 
     def close(self) -> None:
+        self._deadlines.close()
         self.pins.reset()
 
 
