@@ -65,7 +65,10 @@ class BackendUnavailable(Exception):
 def build_board(cfg: Config, initial_energy: dict[int, float] | None = None) -> Board:
     hw = cfg.hardware
     if hw.backend == "rpi":
+        from evsed.board.rpi.adc import AdcError
         from evsed.board.rpi.board import BoardSetupError, DeviceFactory, RpiBoard
+        from evsed.board.rpi.gpio import GpioError
+        from evsed.board.rpi.sysfs_pwm import PwmError
 
         try:
             if os.environ.get("EVSED_EMULATE") == "1":
@@ -76,7 +79,9 @@ def build_board(cfg: Config, initial_energy: dict[int, float] | None = None) -> 
                 board, _ = emulated_board(cfg.board, Path(cfg.storage.dir) / "emulated-hw")
                 return board  # type: ignore[no-any-return]
             return RpiBoard(cfg.board, DeviceFactory())
-        except (BoardSetupError, OSError) as exc:
+        except (BoardSetupError, OSError, AdcError, GpioError, PwmError, ValueError) as exc:
+            # A device the profile names cannot be opened: one line, exit 2; systemd retries (Restart=on-failure)
+            # after ExecStopPost has made the outputs safe.
             raise BackendUnavailable(f"{cfg.path}: hardware.board: {exc}") from None
     return SimBoard(hw.connectors, hw.voltage_v, hw.meter_poll_interval_s, initial_energy,
                     world_path=Path(cfg.storage.dir) / "sim-world.json")

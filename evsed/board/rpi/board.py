@@ -136,6 +136,7 @@ class RpiBoard:
         self._io_thread: threading.Thread | None = None
         self._io_loop: asyncio.AbstractEventLoop | None = None
         self._outputs: list[Output] = []
+        self._pwms: list[SysfsPwm] = []
         self._inputs: list[Input] = []
         # (connector, closed, monotonic_ns) of every contactor command, for the latency bench.
         self.contactor_log: deque[tuple[int, bool, int]] = deque(maxlen=100_000)
@@ -144,6 +145,18 @@ class RpiBoard:
         self._pilot_event_ns: dict[int, int] = {}
         self.sample_cycles = 0
         self.sample_cpu_s = 0.0
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._open_all()
+        finally:
+            # gpiozero reports each pin factory it could not load as a warning: one log line each, not a traceback.
+            for w in caught:
+                log.warning("gpiozero: %s", w.message)
+
+    def _open_all(self) -> None:
+        profile = self.profile
         try:
             self._c = self._open_connectors()
             self._rcd = self._input(profile.rcd) if profile.rcd else None
@@ -168,6 +181,17 @@ class RpiBoard:
         return inp
 
     def _open_connectors(self) -> dict[int, _Connector]:
+        # Outputs first, and off: every contactor is open and every pilot safe before anything else can fail.
+        outputs: dict[int, tuple[Output, SysfsPwm]] = {}
+        for spec in self.profile.connectors:
+            contactor = self._output(spec.contactor)
+            contactor.set(False)
+            pwm = SysfsPwm(spec.pwm.chip, spec.pwm.channel, spec.pwm.frequency_hz, spec.pwm.inverted,
+                           root=self.devices.sysfs_pwm_root)
+            self._pwms.append(pwm)
+            pwm.open()
+            pwm.safe(self.profile.safe_pilot)
+            outputs[spec.id] = (contactor, pwm)
         adcs: dict[str, Ads1115 | Mcp3008] = {}
         for name, a in self.profile.adcs.items():
             if a.type == "ads1115":
@@ -176,13 +200,7 @@ class RpiBoard:
                 adcs[name] = Mcp3008(self.devices.spi(a.spi_bus, a.spi_device, a.speed_hz), vref_v=a.vref_v)
         out: dict[int, _Connector] = {}
         for spec in self.profile.connectors:
-            # Outputs first, and off: the contactor must be open before anything else can fail.
-            contactor = self._output(spec.contactor)
-            contactor.set(False)
-            pwm = SysfsPwm(spec.pwm.chip, spec.pwm.channel, spec.pwm.frequency_hz, spec.pwm.inverted,
-                           root=self.devices.sysfs_pwm_root)
-            pwm.open()
-            pwm.safe(self.profile.safe_pilot)
+            contactor, pwm = outputs[spec.id]
             p = spec.pilot
             cal = Calibration.from_points(p.calibration)
             adc = adcs[p.adc]
@@ -271,8 +289,10 @@ class RpiBoard:
         for c in getattr(self, "_c", {}).values():
             if c.lock_timer is not None:
                 c.lock_timer.cancel()
+        for pwm in self._pwms:
             with contextlib.suppress(Exception):
-                c.pwm.close()
+                pwm.close()
+        self._pwms.clear()
         led = getattr(self, "_led", None)
         devices: list[Input | Output | StatusLed] = [*self._inputs, *self._outputs, *([led] if led else [])]
         for dev in devices:
