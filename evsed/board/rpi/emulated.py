@@ -275,6 +275,7 @@ class EmulatedMcp3008:
         self._clock = clock
         self._lock = threading.Lock()
         self.fail = False
+        self.hang_s = 0.0
         self.calls = 0
         self.conversions = 0
 
@@ -286,6 +287,8 @@ class EmulatedMcp3008:
         return self.xfer_frames([data])[0]
 
     def xfer_frames(self, frames: Sequence[Sequence[int]]) -> list[list[int]]:
+        if self.hang_s:
+            time.sleep(self.hang_s)  # a transfer that does not come back (a wedged SPI controller)
         with self._lock:
             if self.fail:
                 raise _remote_io_error()
