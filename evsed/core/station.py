@@ -523,13 +523,12 @@ class Station:
                 c.finishing = True
             if c.stopping is not None and now >= c.stopping[2]:
                 actions += self._finish_stop(c, now)
-            if c.overcurrent_off_at is not None and "overcurrent" not in c.faults:
-                if c.contactor and c.pilot in CHARGING_STATES \
-                        and now >= c.overcurrent_off_at + STOP_UNDER_LOAD_TIMEOUT_S:
+            if (deadline := self._overcurrent_deadline(c)) is not None and now >= deadline:
+                if c.contactor and c.pilot in CHARGING_STATES:
                     # It neither followed the offered current nor stopped when the PWM went: forced open.
                     actions += self._overcurrent_fault(c, c.drawn_a, now)
-                elif now >= c.overcurrent_off_at + OVERCURRENT_RETRY_S:
-                    c.overcurrent_off_at = None  # offer energy again
+                else:
+                    c.overcurrent_off_at = None  # the pause is over: offer energy again
             if c.diode_recheck_at is not None and now >= c.diode_recheck_at:
                 c.diode_recheck_at = now + DIODE_RECHECK_S
                 c.diode_probe = True

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import operator
 import os
 import time
 import tty
@@ -18,6 +16,7 @@ from typing import Any
 
 import pytest
 from modbus_sim import MeterServer
+from test_rfid import rdm_frame
 
 from evsed.board.rpi.board import RpiBoard
 from evsed.board.rpi.emulated_world import EmulatedWorld
@@ -31,11 +30,6 @@ CARD = "0A00C0FFEE"
 # machine, the bound has headroom for scheduling noise while still catching a path that waits for something
 # (a meter poll, the OCPP loop, a 1 s tick).
 OPEN_BOUND_S = 0.25
-
-
-def rdm_frame(uid: str) -> bytes:
-    checksum = functools.reduce(operator.xor, bytes.fromhex(uid))
-    return b"\x02" + uid.encode() + f"{checksum:02X}".encode() + b"\x03"
 
 
 class Reader:
