@@ -91,6 +91,24 @@ class SystemConfig:
 
 
 @dataclass(frozen=True)
+class SmartChargingConfig:
+    """What the charger accepts (reported as the read-only OCPP 1.6 9.4 keys) and the composite-schedule cap."""
+
+    max_stack_level: int = 10  # ChargeProfileMaxStackLevel
+    allowed_units: tuple[str, ...] = ("Current", "Power")  # ChargingScheduleAllowedChargingRateUnit
+    max_periods: int = 96  # ChargingScheduleMaxPeriods: 24 h of quarter hours
+    max_profiles: int = 32  # MaxChargingProfilesInstalled
+    # GetCompositeSchedule / evsectl schedule: a longer duration is answered for this long.
+    max_composite_duration_s: int = 7 * 86400
+
+    def ocpp_keys(self) -> dict[str, Any]:
+        return {"ChargeProfileMaxStackLevel": self.max_stack_level,
+                "ChargingScheduleAllowedChargingRateUnit": list(self.allowed_units),
+                "ChargingScheduleMaxPeriods": self.max_periods,
+                "MaxChargingProfilesInstalled": self.max_profiles}
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     charge_point: ChargePointConfig
@@ -99,6 +117,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
+    smart_charging: SmartChargingConfig = field(default_factory=SmartChargingConfig)
     board: Any = None  # the loaded BoardProfile (evsed.board.rpi.profile) with backend "rpi"
 
 
@@ -181,6 +200,17 @@ def _path(v: Any) -> str | None:
     return _string()(v)
 
 
+def _rate_units(v: Any) -> str | None:
+    if not isinstance(v, list) or not v:
+        return f"expected a non-empty array of \"Current\" and/or \"Power\", got {_tname(v)}"
+    bad = [u for u in v if u not in ("Current", "Power")]
+    if bad:
+        return f"unknown unit {bad[0]!r} (allowed: \"Current\", \"Power\")"
+    if len(set(v)) != len(v):
+        return "lists a unit twice"
+    return None
+
+
 _SCHEMA: dict[str, dict[str, tuple[_Check, bool]]] = {
     "charge_point": {
         "id": (_identity, True),
@@ -213,6 +243,13 @@ _SCHEMA: dict[str, dict[str, tuple[_Check, bool]]] = {
     "system": {
         "reset_command": (_argv, False),
         "resume_transactions": (_boolean, False),
+    },
+    "smart_charging": {
+        "max_stack_level": (_number(0, 1000, integer=True), False),
+        "allowed_units": (_rate_units, False),
+        "max_periods": (_number(1, 1000, integer=True), False),
+        "max_profiles": (_number(1, 1000, integer=True), False),
+        "max_composite_duration_s": (_number(60, 31 * 86400, integer=True), False),
     },
 }
 _REQUIRED_TABLES = ("charge_point", "ocpp")
@@ -300,6 +337,7 @@ def parse(data: dict[str, Any], path: str | Path = "<config>") -> Config:
         storage=StorageConfig(**values["storage"]),
         control=ControlConfig(**values["control"]),
         system=SystemConfig(**values["system"]),
+        smart_charging=SmartChargingConfig(**values["smart_charging"]),
     )
 
 

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from evsed.ocpp.datatransfer import DataTransferRegistry
 from evsed.ocpp.metering import Measurement
 from evsed.ocpp.schema import Validator
 from evsed.ocpp.session import Identity, OcppSession
+from evsed.smartcharging.profiles import Limits
+from evsed.smartcharging.service import SmartCharging
 from evsed.store.db import Store, TransactionRow
 
 log = logging.getLogger("evsed")
@@ -56,6 +59,9 @@ CLEAN_SHUTDOWN = "clean_shutdown"
 AVAILABILITY = "availability.{}"
 # Our own DataTransfer vendorId: operators can read the charger's status through their CSMS.
 EVSED_VENDOR_ID = "org.evsed"
+FEATURE_PROFILES = ("Core", "SmartCharging")
+# A phase carries current when it draws more than this: how many phases a W limit is shared by.
+PHASE_IN_USE_A = 1.0
 
 
 class BackendUnavailable(Exception):
@@ -129,8 +135,10 @@ class Daemon:
         self.cfg = cfg
         self.store = Store(cfg.storage.database)
         n = cfg.hardware.connectors
+        sc = cfg.smart_charging
         self.keys = ConfigKeys(self.store, cfg.ocpp.config, n, fixed_cable=cfg.hardware.fixed_cable,
-                               message_timeout_s=math.ceil(cfg.ocpp.call_timeout_s))
+                               message_timeout_s=math.ceil(cfg.ocpp.call_timeout_s),
+                               feature_profiles=FEATURE_PROFILES, fixed=sc.ocpp_keys())
         # A meter register never goes back: start the sim's from the highest value we ever recorded.
         registers = self.store.meter_registers()
         for cid, wh in self.store.last_transaction_meters().items():
@@ -157,6 +165,15 @@ class Daemon:
             self.station.connectors[cid].local_limit_a = amps
         self.station.restore_availability(self._persisted_availability())
         self.meters: dict[int, MeterReading] = {}
+        self.smart_charging = SmartCharging(
+            self.store, Limits(max_stack_level=int(self.keys["ChargeProfileMaxStackLevel"]),
+                               allowed_units=tuple(self.keys["ChargingScheduleAllowedChargingRateUnit"]),
+                               max_periods=int(self.keys["ChargingScheduleMaxPeriods"]),
+                               max_installed=int(self.keys["MaxChargingProfilesInstalled"]), number_of_connectors=n),
+            local_max_a={cid: c.max_current_a for cid, c in self.station.connectors.items()},
+            voltage=cfg.hardware.voltage_v, default_phases=cfg.hardware.phases,
+            max_duration_s=sc.max_composite_duration_s)
+        self.smart_charging.on_change = self._charging_profiles_changed
         self.data_transfer = DataTransferRegistry()
         self.data_transfer.register(EVSED_VENDOR_ID, self._vendor_data_transfer, message_ids=["Status"])
         cp = cfg.charge_point
@@ -164,9 +181,15 @@ class Daemon:
             Identity(cp.id, cp.vendor, cp.model, cp.serial_number, cp.firmware_version),
             self.keys, self.store, self, Validator("v16"), connectors=n, now=time.monotonic(),
             wall_offset=time.time() - time.monotonic(), authorizer=Authorizer(self.keys, self.store),
-            data_transfer=self.data_transfer)
-        # Charging profiles carried by RemoteStartTransaction, kept for the smart-charging engine.
-        self.remote_start_profiles: dict[int, dict[str, Any]] = {}
+            data_transfer=self.data_transfer, smart_charging=self.smart_charging)
+        self.session.on_clock_set = self._recompute_limits
+        # Charging profiles carried by RemoteStartTransaction, installed when their transaction starts: by
+        # connector, or by idTag when the connector is only chosen at plug-in.
+        # The deadline (monotonic) is ConnectionTimeOut: after it the remote start is void, and so is its profile.
+        self.remote_start_profiles: dict[int | str, tuple[dict[str, Any], float]] = {}
+        self._limit_timer: asyncio.TimerHandle | None = None
+        self._limit_due: float | None = None  # wall-clock time the limiter timer is set for
+        self._phases_in_use: dict[int, int] = {}
         self.reset_requested: str | None = None
         self._unlock_waiting: dict[int, tuple[Callable[[str], None], asyncio.TimerHandle | None]] = {}
         self.client = OcppClient(self.session, cfg.ocpp.url, reconnect_min_s=cfg.ocpp.reconnect_min_s,
@@ -195,6 +218,7 @@ class Daemon:
             self._loop.add_signal_handler(sig, self._stop.set)
         await self.control.start()
         self.board.start(self.supervisor.on_board_event)
+        self._recompute_limits()
         if self._orphans:
             log.info("found %d transaction(s) open from the previous run: %s", len(self._orphans),
                      ", ".join(f"connector {c} (local id {r.local_id})" for c, r in self._orphans.items()))
@@ -246,6 +270,8 @@ class Daemon:
             await asyncio.wait_for(self.client.close(), max(0.1, deliver_until + 0.5 - time.monotonic()))
         except TimeoutError:
             log.warning("stopping: the CSMS did not complete the close handshake")
+        if self._limit_timer is not None:
+            self._limit_timer.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -286,6 +312,7 @@ class Daemon:
             self._apply(self.station.pilot(event.connector, event.state, event.diode_fault, now))
         elif isinstance(event, MeterReading):
             self.meters[event.connector] = event
+            self._track_phases(event)
             self._apply(self.station.meter(event.connector, event.energy_wh, event.power_w, now, event.current_a))
             if now - self._meter_saved_at >= self._meter_persist_interval():
                 self._persist_meters(now)
@@ -361,6 +388,44 @@ class Daemon:
                 out[cid] = value == "Operative"
         return out
 
+    # --- smart charging -----------------------------------------------------------------------------------
+    def _charging_profiles_changed(self) -> None:
+        self._recompute_limits()
+
+    def _recompute_limits(self, due: float | None = None) -> None:
+        """Hand each connector its composite-schedule limit, and set one timer to the next change (no polling).
+
+        due: the wall-clock time a limiter timer was set for; evaluating at it (not at the moment the timer fired,
+        which may be a hair early) makes the new period apply exactly at its boundary."""
+        now = time.monotonic()
+        wall = self.session.wall(now)
+        at = datetime.fromtimestamp(max(wall, due) if due is not None else wall, UTC)
+        self.smart_charging.purge_expired(at)
+        phases = {cid: self._phases_in_use.get(cid, self.cfg.hardware.phases) for cid in self.station.connectors}
+        result = self.smart_charging.connector_limits(at, self.session.transactions(), phases)
+        for cid, amps in result.amps.items():
+            c = self.station.connectors[cid]
+            if c.limit_a != amps:
+                log.info("connector %d: charging-profile limit %s", cid, "lifted" if amps is None else f"{amps:g} A")
+                self._apply(self.station.set_limit(cid, amps, now))
+        if self._loop is None:
+            return
+        if self._limit_timer is not None:
+            self._limit_timer.cancel()
+        next_wall = result.next_change.timestamp()
+        self._limit_due = next_wall
+        delay = max(0.0, next_wall - self.session.wall(time.monotonic()))
+        self._limit_timer = self._loop.call_later(delay, self._recompute_limits, next_wall)
+
+    def _track_phases(self, reading: MeterReading) -> None:
+        """W limits are shared by the phases the EV really draws on; a change of that count recomputes."""
+        drawing = sum(1 for a in reading.current_a if a > PHASE_IN_USE_A)
+        if not drawing:
+            return
+        if self._phases_in_use.get(reading.connector) != drawing:
+            self._phases_in_use[reading.connector] = drawing
+            self._recompute_limits()
+
     # --- station actions ----------------------------------------------------------------------------------
     def _apply(self, actions: list[st.Action]) -> None:
         now = time.monotonic()
@@ -382,10 +447,19 @@ class Daemon:
                 log.info("connector %d: transaction started for %s at %.0f Wh", a.connector, a.id_tag,
                          a.meter_wh)
                 self.session.transaction_started(a.connector, a.id_tag, a.meter_wh, a.at, a.parent_id_tag)
+                pending = self.remote_start_profiles.pop(a.connector, None) or \
+                    self.remote_start_profiles.pop(a.id_tag, None)
+                if pending is not None and now <= pending[1]:
+                    self.smart_charging.install_remote_start(a.connector, pending[0])
+                else:
+                    self._recompute_limits()  # Relative profiles now count from this start
             elif isinstance(a, st.TransactionStopped):
                 log.info("connector %d: transaction stopped (%s) at %.0f Wh", a.connector, a.reason,
                          a.meter_wh)
                 self.session.transaction_stopped(a.connector, a.meter_wh, a.at, str(a.reason), a.id_tag)
+                self.smart_charging.transaction_ended(a.connector)  # its TxProfiles end with it (7.10)
+                self._phases_in_use.pop(a.connector, None)
+                self._recompute_limits()
             elif isinstance(a, st.StatusChanged):
                 log.info("connector %d: status %s%s", a.connector, a.status,
                          f" ({a.error_code}: {a.info})" if a.error_code != "NoError" else "")
@@ -423,10 +497,9 @@ class Daemon:
     def remote_start(self, connector: int | None, id_tag: str, charging_profile: dict[str, Any] | None) -> bool:
         ok, actions = self.station.remote_start(connector, id_tag, time.monotonic())
         if ok and charging_profile is not None:
-            target = connector or next((a.connector for a in actions if isinstance(a, st.TransactionStarted)), 0)
-            if target:
-                # Not applied yet: the smart-charging engine will pick it up when it exists.
-                self.remote_start_profiles[target] = charging_profile
+            # Installed when the transaction starts (now, or at plug-in): a TxProfile needs its transaction.
+            deadline = time.monotonic() + float(self.keys["ConnectionTimeOut"]) + 1.0
+            self.remote_start_profiles[connector or id_tag] = (charging_profile, deadline)
         self._apply(actions)
         return ok
 
@@ -553,6 +626,8 @@ class Daemon:
             return await self._data_transfer_to_csms(req)
         if cmd == "limit":
             return self._local_limit(req)
+        if cmd == "schedule":
+            return self._schedule(req)
         raise RequestError(f"unknown command {cmd!r}")
 
     def _local_limit(self, req: dict[str, Any]) -> Any:
@@ -568,6 +643,20 @@ class Daemon:
             self.store.set_state(LOCAL_LIMIT.format(cid), "" if amps is None else repr(float(amps)))
             self._apply(self.station.set_local_limit(cid, None if amps is None else float(amps), time.monotonic()))
         return {}
+
+    def _schedule(self, req: dict[str, Any]) -> Any:
+        """The composite schedule from now, as GetCompositeSchedule.conf would carry it (without status)."""
+        connector, duration, unit = req.get("connector", 1), req.get("duration", 86400), req.get("unit")
+        n = len(self.station.connectors)
+        if isinstance(connector, bool) or not isinstance(connector, int) or not 0 <= connector <= n:
+            raise RequestError(f"connector must be 0..{n}, got {connector!r}")
+        if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
+            raise RequestError(f"duration must be a whole number of seconds >= 0, got {duration!r}")
+        if unit not in (None, "A", "W"):
+            raise RequestError(f"unit must be A or W, got {unit!r}")
+        start = self.session.wall_datetime(time.monotonic()).replace(microsecond=0)
+        schedule = self.smart_charging.composite(connector, start, duration, unit, self.session.transactions())
+        return {"connectorId": connector, "scheduleStart": schedule["startSchedule"], "chargingSchedule": schedule}
 
     async def _data_transfer_to_csms(self, req: dict[str, Any]) -> Any:
         vendor, message_id, data = req.get("vendor_id"), req.get("message_id"), req.get("data")

@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     limit.add_argument("amps", nargs="?", type=float, help="amperes per phase; below 6 A the EV pauses")
     limit.add_argument("--connector", type=int, default=0, help="connector (default 0 = all)")
     limit.add_argument("--clear", action="store_true", help="remove the local limit")
+    sched = sub.add_parser("schedule", help="print the composite charging schedule (what the profiles allow)")
+    sched.add_argument("--connector", type=int, default=1,
+                       help="connector (default 1; 0 = the whole charger, the sum capped by ChargePointMaxProfile)")
+    sched.add_argument("--duration", type=int, default=86400, metavar="S", help="seconds from now (default 86400)")
+    sched.add_argument("--unit", choices=["A", "W"], help="default: the first allowed charging rate unit")
+    sched.add_argument("--json", action="store_true",
+                       help="print one JSON object: connectorId, scheduleStart, chargingSchedule (as OCPP)")
     probe = sub.add_parser("probe", help="read a device directly, for commissioning (the daemon need not run)")
     ps = probe.add_subparsers(dest="device", required=True)
     pm = ps.add_parser("meter", help="read a Modbus energy meter once")
@@ -100,6 +107,21 @@ def _print_status(s: dict[str, Any]) -> None:
         print(line)
 
 
+def _print_schedule(answer: dict[str, Any]) -> None:
+    from datetime import datetime, timedelta
+
+    schedule = answer["chargingSchedule"]
+    unit = schedule["chargingRateUnit"]
+    start = datetime.fromisoformat(schedule["startSchedule"].replace("Z", "+00:00"))
+    where = "whole charger" if answer["connectorId"] == 0 else f"connector {answer['connectorId']}"
+    print(f"composite schedule, {where}, {schedule['duration']} s from {schedule['startSchedule']}")
+    print(f"  {'from (UTC)':<20} {'offset s':>9} {'limit':>10}  phases")
+    for period in schedule["chargingSchedulePeriod"]:
+        at = start + timedelta(seconds=period["startPeriod"])
+        limit = f"{period['limit']:g} {unit}"
+        print(f"  {at:%Y-%m-%d %H:%M:%S} {period['startPeriod']:>9} {limit:>10}  {period.get('numberPhases', '-')}")
+
+
 def _probe(args: argparse.Namespace) -> int:
     if args.device == "meter":
         from evsed.board.rpi.probe import probe_meter
@@ -139,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(contract_status(result)))
             else:
                 _print_status(result)
+            return 0
+        if args.command == "schedule":
+            answer = request(args.socket, {"cmd": "schedule", "connector": args.connector,
+                                           "duration": args.duration, "unit": args.unit})
+            if args.json:
+                print(json.dumps(answer))
+            else:
+                _print_schedule(answer)
             return 0
         if args.command == "data-transfer":
             answer = request(args.socket, {"cmd": "datatransfer", "vendor_id": args.vendor_id,

@@ -218,8 +218,20 @@ _DEFS: list[KeyDef] = [
     # maximum, represented as a string of up to 40 hexadecimal digits" - so 32 to 40 hex digits, 2 per byte. It
     # is stored and used as the string the CSMS sent. Write-only (no default: unset until configured).
     _K("AuthorizationKey", "hex", None, minimum=16, maximum=20, secret=True),
+    # Smart Charging profile (9.4), all read-only: they describe what the charger accepts. The daemon sets them
+    # from the config file's [smart_charging] table; they exist only when SmartCharging is a supported profile.
+    _K("ChargeProfileMaxStackLevel", "int", 10, readonly=True),
+    _K("ChargingScheduleAllowedChargingRateUnit", "csl", ("Current", "Power"), readonly=True,
+       allowed=frozenset({"Current", "Power"})),
+    _K("ChargingScheduleMaxPeriods", "int", 96, readonly=True),
+    # No phase switching hardware: a numberPhases below the wired phases is only used to convert W to A.
+    _K("ConnectorSwitch3to1PhaseSupported", "bool", False, readonly=True),
+    _K("MaxChargingProfilesInstalled", "int", 32, readonly=True),
 ]
 KEYS: dict[str, KeyDef] = {k.name: k for k in _DEFS}
+SMART_CHARGING_KEYS = ("ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit",
+                       "ChargingScheduleMaxPeriods", "ConnectorSwitch3to1PhaseSupported",
+                       "MaxChargingProfilesInstalled")
 _SECRET_NAMES = frozenset(k.name.lower() for k in _DEFS if k.secret)
 
 
@@ -254,12 +266,14 @@ class ConfigKeys:
 
     ``fixed_cable``: UnlockConnectorOnEVSideDisconnect is read-only false (errata 3.83), whatever the file or
     an earlier CSMS change said. ``message_timeout_s``: default of MessageTimeout. ``feature_profiles``: the
-    SupportedFeatureProfiles value, i.e. what the daemon really implements.
+    SupportedFeatureProfiles value, i.e. what the daemon really implements; the keys of a profile that is not
+    listed do not exist. ``fixed``: values of read-only keys that describe this charger (e.g. the Smart Charging
+    capabilities from the config file), given as native values.
     """
 
     def __init__(self, store: KeyStore, initial: dict[str, Any], number_of_connectors: int, *,
                  fixed_cable: bool = False, message_timeout_s: int = 30,
-                 feature_profiles: tuple[str, ...] = ("Core",)) -> None:
+                 feature_profiles: tuple[str, ...] = ("Core",), fixed: dict[str, Any] | None = None) -> None:
         if number_of_connectors < 1:
             raise ValueError(f"number_of_connectors must be at least 1, got {number_of_connectors}")
         profiles = tuple(feature_profiles)
@@ -272,7 +286,13 @@ class ConfigKeys:
         if not lo <= timeout <= hi:
             raise ValueError(f"message_timeout_s must be between {lo} and {hi}, got {message_timeout_s}")
         self._store = store
-        self._defs: dict[str, KeyDef] = {kd.name: kd for kd in _DEFS}
+        self._defs: dict[str, KeyDef] = {kd.name: kd for kd in _DEFS
+                                         if "SmartCharging" in profiles or kd.name not in SMART_CHARGING_KEYS}
+        for name, value in (fixed or {}).items():
+            kd = self._defs.get(name)
+            if kd is None or not kd.readonly:
+                raise ValueError(f"{name}: not a read-only key of the supported profiles")
+            self._override(name, default=dataclasses.replace(kd, readonly=False).parse(value))
         self._override("NumberOfConnectors", default=number_of_connectors)
         self._override("ConnectorPhaseRotation", connectors=number_of_connectors, max_items=number_of_connectors + 1)
         self._override("ConnectorPhaseRotationMaxLength", default=number_of_connectors + 1)

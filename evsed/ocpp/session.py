@@ -31,6 +31,8 @@ from evsed.ocpp.configkeys import ConfigKeys, redact
 from evsed.ocpp.datatransfer import DataTransferRegistry
 from evsed.ocpp.metering import Measurement
 from evsed.ocpp.schema import Validator
+from evsed.smartcharging.profiles import parse_datetime
+from evsed.smartcharging.service import SmartCharging, Transactions
 from evsed.store.db import QueuedMessage, Store
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ class OcppSession:
     def __init__(self, identity: Identity, keys: ConfigKeys, store: Store, controller: Controller,
                  validator: Validator, *, connectors: int, now: float, wall_offset: float,
                  authorizer: Authorizer | None = None, data_transfer: DataTransferRegistry | None = None,
-                 rng: random.Random | None = None) -> None:
+                 smart_charging: SmartCharging | None = None, rng: random.Random | None = None) -> None:
         self.identity = identity
         self.keys = keys
         self.store = store
@@ -118,6 +120,7 @@ class OcppSession:
         self.connectors = connectors
         self.authorizer = authorizer or Authorizer(keys, store)
         self.data_transfer = data_transfer or DataTransferRegistry()
+        self.smart_charging = smart_charging
         self.wall_offset = wall_offset  # wall clock = monotonic + offset; the CSMS's currentTime adjusts it
         self.outbox: list[str] = []
         self.connected = False
@@ -150,6 +153,14 @@ class OcppSession:
             "Reset": self._on_reset,
             "UnlockConnector": self._on_unlock_connector,
         }
+        if smart_charging is not None:
+            self._handlers.update({
+                "SetChargingProfile": self._on_set_charging_profile,
+                "ClearChargingProfile": self._on_clear_charging_profile,
+                "GetCompositeSchedule": self._on_get_composite_schedule,
+            })
+        # Called when the CSMS moved our wall clock (timers set in wall-clock time must be set again).
+        self.on_clock_set: Callable[[], None] = lambda: None
         self.on_event: Callable[[str, dict[str, Any]], None] = lambda kind, data: None
         for row in store.open_transactions():
             self._active[row.connector] = row.local_id
@@ -165,8 +176,11 @@ class OcppSession:
     def _set_wall_clock(self, current_time: Any, now: float) -> None:
         current = parse_iso(str(current_time)) if current_time is not None else None
         if current is not None:
+            moved = abs(current - now - self.wall_offset) > 0.5
             self.wall_offset = current - now
             self._schedule_aligned(now)
+            if moved:
+                self.on_clock_set()
 
     # --- connection events --------------------------------------------------------------------------------
     def connection_opened(self, now: float) -> None:
@@ -460,6 +474,22 @@ class OcppSession:
         row = self.store.transaction(local_id)
         return row.csms_tx_id if row else None
 
+    def transactions(self) -> Transactions:
+        """The running transactions as the smart-charging engine needs them: start time and CSMS id (None while the
+        StartTransaction is unconfirmed or could not be delivered)."""
+        out: dict[int, tuple[datetime, int | None]] = {}
+        for connector, local_id in self._active.items():
+            row = self.store.transaction(local_id)
+            started = parse_datetime(row.started_at) if row is not None else None
+            if row is None or started is None:
+                continue
+            tx_id = row.csms_tx_id if row.csms_tx_id not in (None, UNKNOWN_TRANSACTION_ID) else None
+            out[connector] = (started, tx_id)
+        return out
+
+    def wall_datetime(self, now: float) -> datetime:
+        return datetime.fromtimestamp(self.wall(now), UTC)
+
     # --- CSMS-initiated operations ------------------------------------------------------------------------
     def _on_remote_start(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
         connector = payload.get("connectorId")
@@ -471,6 +501,11 @@ class OcppSession:
             log.info("ocpp: RemoteStartTransaction with a %s profile: Rejected (only TxProfile is allowed)",
                      profile.get("chargingProfilePurpose"))
             return {"status": "Rejected"}
+        if profile is not None and self.smart_charging is not None:
+            reason = self.smart_charging.check_remote_start(connector, profile)
+            if reason is not None:
+                log.info("ocpp: RemoteStartTransaction chargingProfile not acceptable (%s): Rejected", reason)
+                return {"status": "Rejected"}
         if not self.controller.can_remote_start(connector):
             return {"status": "Rejected"}
         if bool(self.keys["AuthorizeRemoteTxRequests"]):
@@ -531,6 +566,32 @@ class OcppSession:
         status = self.controller.unlock_connector(
             connector, lambda result: self.reply(unique_id, "UnlockConnector", {"status": result}))
         return DEFERRED if status is None else {"status": status}
+
+    def _on_set_charging_profile(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        assert self.smart_charging is not None
+        status = self.smart_charging.set_profile(payload["connectorId"], payload["csChargingProfiles"],
+                                                 self.transactions())
+        return {"status": status}
+
+    def _on_clear_charging_profile(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        assert self.smart_charging is not None
+        status = self.smart_charging.clear(id=payload.get("id"), connector_id=payload.get("connectorId"),
+                                           purpose=payload.get("chargingProfilePurpose"),
+                                           stack_level=payload.get("stackLevel"))
+        log.info("ocpp: ClearChargingProfile %s: %s", payload, status)
+        return {"status": status}
+
+    def _on_get_composite_schedule(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        assert self.smart_charging is not None
+        connector = payload["connectorId"]
+        if not 0 <= connector <= self.connectors:
+            return {"status": "Rejected"}  # 5.7: an unknown connector
+        # Time X is when the request arrived (errata 3.28), on our whole-second grid.
+        start = self.wall_datetime(now).replace(microsecond=0)
+        schedule = self.smart_charging.composite(connector, start, payload["duration"],
+                                                 payload.get("chargingRateUnit"), self.transactions())
+        return {"status": "Accepted", "connectorId": connector, "scheduleStart": schedule["startSchedule"],
+                "chargingSchedule": schedule}
 
     # --- outgoing -----------------------------------------------------------------------------------------
     def _send(self, frame: rpc.Frame) -> None:

@@ -257,6 +257,19 @@ class Store:
     def auth_cache_size(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM auth_cache").fetchone()[0])
 
+    # --- charging profiles --------------------------------------------------------------------------------
+    def charging_profiles(self) -> list[tuple[int, dict[str, Any]]]:
+        """(connectorId, csChargingProfiles) in install order."""
+        return [(int(r[0]), json.loads(r[1]))
+                for r in self._db.execute("SELECT connector_id, profile FROM charging_profiles ORDER BY seq")]
+
+    def replace_charging_profiles(self, rows: list[tuple[int, dict[str, Any]]]) -> None:
+        """The whole installed set at once: a handful of rows, and one commit keeps install order exact."""
+        with self._tx():
+            self._db.execute("DELETE FROM charging_profiles")
+            self._db.executemany("INSERT INTO charging_profiles (connector_id, profile) VALUES (?, ?)",
+                                 [(cid, json.dumps(p, separators=(",", ":"))) for cid, p in rows])
+
     # --- helpers ------------------------------------------------------------------------------------------
     def _tx(self) -> _Transaction:
         return _Transaction(self._db)

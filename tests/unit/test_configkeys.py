@@ -9,6 +9,7 @@ import pytest
 
 from evsed.ocpp import metering
 from evsed.ocpp.configkeys import (
+    SMART_CHARGING_KEYS,
     KEYS,
     MEASURAND_LIST_MAX_ITEMS,
     STOP_TRANSACTION_MAX_METER_VALUES,
@@ -39,6 +40,7 @@ class FakeStore:
 def make(stored: dict[str, str] | None = None, initial: dict[str, Any] | None = None,
          connectors: int = 2, **kwargs: Any) -> tuple[ConfigKeys, FakeStore]:
     store = FakeStore(stored)
+    kwargs.setdefault("feature_profiles", ("Core", "SmartCharging"))  # every key of the table exists
     return ConfigKeys(store, initial or {}, connectors, **kwargs), store
 
 
@@ -293,6 +295,12 @@ SPEC_TABLE: dict[str, tuple[str, bool]] = {
     "UnlockConnectorOnEVSideDisconnect": ("bool", False),
     "WebSocketPingInterval": ("int", False),
     "AuthorizationKey": ("secret", False),
+    # 9.4 Smart Charging: all read-only.
+    "ChargeProfileMaxStackLevel": ("int", True),
+    "ChargingScheduleAllowedChargingRateUnit": ("csl", True),
+    "ChargingScheduleMaxPeriods": ("int", True),
+    "ConnectorSwitch3to1PhaseSupported": ("bool", True),
+    "MaxChargingProfilesInstalled": ("int", True),
 }
 
 
@@ -679,7 +687,7 @@ def test_message_timeout_out_of_range(timeout: int) -> None:
 
 
 def test_feature_profiles_from_constructor() -> None:
-    keys, _ = make()
+    keys, _ = make(feature_profiles=("Core",))
     assert keys["SupportedFeatureProfiles"] == ("Core",)
     keys, _ = make(feature_profiles=("Core", "RemoteTrigger", "SmartCharging"))
     assert keys["SupportedFeatureProfiles"] == ("Core", "RemoteTrigger", "SmartCharging")
@@ -761,3 +769,37 @@ def test_real_store_fixed_cable_after_a_socket_setup(tmp_path: Path) -> None:
     keys = ConfigKeys(store, {}, 1, fixed_cable=True)
     assert keys["UnlockConnectorOnEVSideDisconnect"] is False
     store.close()
+
+
+# --- Smart Charging keys (9.4) -----------------------------------------------------------------------------------
+def test_smart_charging_keys_exist_with_the_profile_and_are_read_only() -> None:
+    keys = ConfigKeys(Store(":memory:"), {}, 2, feature_profiles=("Core", "SmartCharging"),
+                      fixed={"ChargeProfileMaxStackLevel": 5, "ChargingScheduleAllowedChargingRateUnit": ["Current"],
+                             "ChargingScheduleMaxPeriods": 48, "MaxChargingProfilesInstalled": 20})
+    known, unknown = keys.entries(list(SMART_CHARGING_KEYS))
+    assert unknown == []
+    assert {e["key"]: (e["readonly"], e["value"]) for e in known} == {
+        "ChargeProfileMaxStackLevel": (True, "5"),
+        "ChargingScheduleAllowedChargingRateUnit": (True, "Current"),
+        "ChargingScheduleMaxPeriods": (True, "48"),
+        "ConnectorSwitch3to1PhaseSupported": (True, "false"),
+        "MaxChargingProfilesInstalled": (True, "20"),
+    }
+    assert keys["SupportedFeatureProfiles"] == ("Core", "SmartCharging")
+    for name in SMART_CHARGING_KEYS:
+        assert keys.change(name, "1") == "Rejected"
+
+
+def test_smart_charging_keys_absent_without_the_profile() -> None:
+    keys = ConfigKeys(Store(":memory:"), {}, 1)
+    known, unknown = keys.entries(["ChargeProfileMaxStackLevel"])
+    assert known == [] and unknown == ["ChargeProfileMaxStackLevel"]
+    assert keys.change("MaxChargingProfilesInstalled", "3") == "NotSupported"
+
+
+def test_fixed_values_are_checked() -> None:
+    with pytest.raises(ValueError, match="HeartbeatInterval"):
+        ConfigKeys(Store(":memory:"), {}, 1, fixed={"HeartbeatInterval": 5})
+    with pytest.raises(ConfigKeyError):
+        ConfigKeys(Store(":memory:"), {}, 1, feature_profiles=("Core", "SmartCharging"),
+                   fixed={"ChargingScheduleAllowedChargingRateUnit": ["Watts"]})
