@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from evsed.ocpp.metering import Measurement
 from evsed.ocpp.schema import Validator
 from evsed.ocpp.session import Identity, OcppSession
 from evsed.smartcharging.profiles import Limits
-from evsed.smartcharging.service import SmartCharging
+from evsed.smartcharging.service import ConnectorLimits, SmartCharging
 from evsed.store.db import Store, TransactionRow
 
 log = logging.getLogger("evsed")
@@ -62,6 +62,7 @@ EVSED_VENDOR_ID = "org.evsed"
 FEATURE_PROFILES = ("Core", "SmartCharging")
 # A phase carries current when it draws more than this: how many phases a W limit is shared by.
 PHASE_IN_USE_A = 1.0
+LIMITER_RETRY_S = 60.0
 
 
 class BackendUnavailable(Exception):
@@ -400,9 +401,14 @@ class Daemon:
         now = time.monotonic()
         wall = self.session.wall(now)
         at = datetime.fromtimestamp(max(wall, due) if due is not None else wall, UTC)
-        self.smart_charging.purge_expired(at)
         phases = {cid: self._phases_in_use.get(cid, self.cfg.hardware.phases) for cid in self.station.connectors}
-        result = self.smart_charging.connector_limits(at, self.session.transactions(), phases)
+        try:
+            self.smart_charging.purge_expired(at)
+            result = self.smart_charging.connector_limits(at, self.session.transactions(), phases)
+        except Exception:
+            # A bug must not take the charger down: the last limits stay in force and we try again later.
+            log.exception("smart charging: computing the connector limits failed; keeping the current ones")
+            result = ConnectorLimits({}, at + timedelta(seconds=LIMITER_RETRY_S))
         for cid, amps in result.amps.items():
             c = self.station.connectors[cid]
             if c.limit_a != amps:
@@ -431,6 +437,10 @@ class Daemon:
         now = time.monotonic()
         for a in actions:
             if isinstance(a, st.SetPwm):
+                if a.duty != self.station.connectors[a.connector].pwm_duty:
+                    # Superseded while this list was applied (e.g. a transaction start installed a charging profile
+                    # and the newer duty already went out): the board only ever gets the station's latest duty.
+                    continue
                 log.info("connector %d: %s", a.connector,
                          f"PWM {a.duty:.1f} % ({a.amps:g} A offered)" if a.duty is not None else "PWM off")
                 self.board.set_pwm(a.connector, a.duty)

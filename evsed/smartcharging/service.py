@@ -10,13 +10,14 @@ Sources: OCPP 1.6 edition 2 sections 3.13, 5.5, 5.7, 5.16, 9.4 and the errata sh
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from evsed.smartcharging.composite import composite_schedule
-from evsed.smartcharging.profiles import Limits, ProfileSet, validate
+from evsed.smartcharging.profiles import CHARGE_POINT_MAX, Limits, ProfileSet, validate
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,30 @@ class SmartCharging:
             default_limit_a=self._local_max(connector_id), voltage=self.voltage,
             default_phases=(phases or {}).get(connector_id, self.default_phases))
 
+    def _share_charge_point_max(self, start: datetime, transactions: Transactions,
+                                amps: dict[int, float | None]) -> datetime:
+        """Lower the running connectors' limits so together they stay within ChargePointMaxProfile; returns when
+        that maximum changes next."""
+        cp_max = [(cid, p) for cid, p in self.profiles.profiles()
+                  if p.get("chargingProfilePurpose") == CHARGE_POINT_MAX]
+        horizon = start + timedelta(seconds=HORIZON_S)
+        if not cp_max:
+            return horizon
+        schedule = composite_schedule(
+            cp_max, connector_id=0, start=start, duration=HORIZON_S, unit="A",
+            number_of_connectors=self.limits.number_of_connectors, default_limit_a=self._local_max(0),
+            voltage=self.voltage, default_phases=self.default_phases)
+        periods = schedule["chargingSchedulePeriod"]
+        wanted: dict[int, float] = {}
+        for cid in sorted(transactions):
+            if cid in amps:
+                limit = amps[cid]
+                wanted[cid] = limit if limit is not None else self._local_max(cid)
+        for cid, share_a in share(float(periods[0]["limit"]), wanted).items():
+            if share_a < wanted[cid]:
+                amps[cid] = share_a
+        return start + timedelta(seconds=periods[1]["startPeriod"]) if len(periods) > 1 else horizon
+
     def _local_max(self, connector_id: int) -> float:
         if connector_id in self.local_max_a:
             return self.local_max_a[connector_id]
@@ -132,6 +157,10 @@ class SmartCharging:
 
         A W limit is converted with the period's numberPhases, else the connector's actual phase count, so a
         1-phase EV under a power limit gets the whole power on its one phase; an A limit is per phase as it is.
+
+        Each connector's composite schedule takes ChargePointMaxProfile as a cap of its own (rule 5); applied to
+        the pilots, two EVs would then draw twice the charge point's maximum. So when several transactions run,
+        the charge point's maximum is shared among them (see :func:`share`).
         """
         start = now.replace(microsecond=0)
         next_change = start + timedelta(seconds=HORIZON_S)
@@ -143,7 +172,29 @@ class SmartCharging:
             amps[cid] = None if limit >= self._local_max(cid) else limit
             if len(periods) > 1:
                 next_change = min(next_change, start + timedelta(seconds=periods[1]["startPeriod"]))
+        if len(transactions) > 1:
+            next_change = min(next_change, self._share_charge_point_max(start, transactions, amps))
         expiry = self.profiles.next_expiry()
         if expiry is not None and expiry > now:
             next_change = min(next_change, expiry)
         return ConnectorLimits(amps, next_change)
+
+
+def share(total_a: float, wanted_a: Mapping[int, float], min_a: float = 6.0) -> dict[int, float]:
+    """Split ``total_a`` among connectors, none getting more than it wants: equal shares, and what a connector
+    does not need goes to the others (water filling). Shares are rounded down to 0.1 A, so their sum never
+    exceeds the total.
+
+    An EV cannot charge below ``min_a`` (IEC 61851: 6 A), so when the total cannot give every connector that
+    much, the lowest-numbered connectors are served and the others get 0 (they pause) rather than all pausing
+    on useless shares."""
+    out = {cid: 0.0 for cid in wanted_a}
+    left = max(0.0, total_a)
+    served = sorted(wanted_a)[:max(0, int(left // min_a + 1e-9))] if min_a > 0 else sorted(wanted_a)
+    order = sorted(served, key=lambda cid: wanted_a[cid])
+    for i, cid in enumerate(order):
+        give = min(wanted_a[cid], left / (len(order) - i))
+        give = math.floor(give * 10 + 1e-9) / 10
+        out[cid] = give
+        left -= give
+    return out
