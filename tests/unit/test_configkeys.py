@@ -53,7 +53,7 @@ def test_defaults() -> None:
     assert keys["StopTransactionOnEVSideDisconnect"] is True
     assert keys["MeterValuesSampledData"] == ("Energy.Active.Import.Register", "Power.Active.Import")
     assert keys["StopTxnSampledData"] == ()
-    assert keys["SupportedFeatureProfiles"] == ("Core",)
+    assert keys["SupportedFeatureProfiles"] == ("Core", "SmartCharging")
     assert keys["NumberOfConnectors"] == 2
     assert store.saves == []  # reading never writes
 
