@@ -32,6 +32,7 @@ ID_TAG = "DEMO-CARD-01"
 CONNECTOR = 1
 MAX_CURRENT_A = 32
 PHASES = 3
+PROFILE_LIMIT_A = 16.0
 LOG_TAIL_LINES = 30
 
 
@@ -332,6 +333,8 @@ class Demo:
                 f"offered {_fmt(conn.get('offered_current_a'), 'A')}"
             )
             tick += 1
+            if tick == 3:
+                await self._limit_by_profile(tx_id)
             # Sleep to absolute ticks so slow evsectl calls don't stretch the session.
             await asyncio.sleep(max(0.0, began + 2 * tick - loop.time()))
 
@@ -370,6 +373,22 @@ class Demo:
         say(f"  energy         {energy_text} in {duration:.0f} s")
         say(f"  stop reason    {tx.reason}")
         say("demo finished OK")
+
+
+    async def _limit_by_profile(self, tx_id: int) -> None:
+        """Smart charging: the CSMS caps the running transaction; the charger applies it to the pilot."""
+        profile = {"chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
+                   "chargingProfileKind": "Relative", "transactionId": tx_id,
+                   "chargingSchedule": {"chargingRateUnit": "A",
+                                        "chargingSchedulePeriod": [{"startPeriod": 0, "limit": PROFILE_LIMIT_A}]}}
+        say(f"CSMS limits transaction {tx_id} to {PROFILE_LIMIT_A:g} A (SetChargingProfile, TxProfile)")
+        answer = await self.step("SetChargingProfile", 10, self.csms.call(
+            CP_ID, "SetChargingProfile", {"connectorId": CONNECTOR, "csChargingProfiles": profile}))
+        if answer.get("status") != "Accepted":
+            raise DemoFailure("SetChargingProfile", f"answered {answer}")
+        st = await self.step("profile applied", 5, self.poll_status(
+            lambda st: _connector(st, CONNECTOR).get("offered_current_a") == PROFILE_LIMIT_A))
+        say(f"the charger lowered the pilot's offer to {_fmt(_connector(st, CONNECTOR).get('offered_current_a'), 'A')}")
 
 
 def main(argv: list[str] | None = None) -> int:
