@@ -204,6 +204,10 @@ class Daemon:
         self._seen_pilot: set[int] = set()
         self._meter_saved_at = 0.0
         self._orphans: dict[int, TransactionRow] = {r.connector: r for r in self.store.open_transactions()}
+        for cid in self.station.connectors:
+            if cid not in self._orphans:
+                # A TxProfile whose transaction ended while we were down (or in a run that crashed) goes now.
+                self.smart_charging.transaction_ended(cid)
         self._last_exit_clean = self.store.get_state(CLEAN_SHUTDOWN) == "1"
         self.keys.on_change(lambda name, value: self.session.config_changed(name, value, time.monotonic()))
 
@@ -371,6 +375,7 @@ class Daemon:
         # Stamped with the last moment the previous run is known to have been alive.
         stamp = row.last_meter_at or row.started_at
         self.session.close_orphan(row.local_id, row.last_meter_wh, stamp, reason)
+        self.smart_charging.transaction_ended(row.connector)
         self.client.kick()
 
     def _persisted_local_limits(self) -> dict[int, float]:
