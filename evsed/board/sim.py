@@ -80,6 +80,7 @@ class _Connector:
     current_a: float = 0.0
     reported_pilot: tuple[PilotState, bool] | None = None
     phys_change_ns: int = 0  # when the pilot's physical state last changed (for latency figures)
+    pwm_changed_ns: int = 0  # time.monotonic_ns() of the last PWM duty change, 0 = never (for latency figures)
     meter_fault_reported: bool = False
     lock_fault_reported: bool = False
 
@@ -132,6 +133,7 @@ class SimBoard:
                 self._integrate()
                 before = c.ev.pilot_state(c.pwm_duty)
                 c.pwm_duty = duty_percent
+                c.pwm_changed_ns = time.monotonic_ns()
                 self._physical_change(c, before)
 
     def set_contactor(self, connector: int, closed: bool) -> None:
@@ -166,7 +168,9 @@ class SimBoard:
             for cid, c in self._c.items():
                 before = c.ev.pilot_state(c.pwm_duty)
                 c.contactor_cmd = False
-                c.pwm_duty = None
+                if c.pwm_duty is not None:
+                    c.pwm_duty = None
+                    c.pwm_changed_ns = time.monotonic_ns()
                 self._pending.append(ContactorFeedback(cid, c.contact_closed))
                 self._physical_change(c, before)
 
@@ -245,7 +249,8 @@ class SimBoard:
             c = self._c[connector]
             return {"plugged": c.ev.plugged, "wants_energy": c.ev.wants_energy,
                     "max_current_a": c.ev.max_current_a, "phases": c.ev.phases,
-                    "contact_closed": c.contact_closed, "pwm_duty": c.pwm_duty, "locked": c.locked}
+                    "contact_closed": c.contact_closed, "pwm_duty": c.pwm_duty, "locked": c.locked,
+                    "pwm_changed_ns": c.pwm_changed_ns}
 
     # --- internals (called with self._cv held) -----------------------------------------------------------
     def _ev_change(self, connector: int, **changes: object) -> None:

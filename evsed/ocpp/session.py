@@ -584,6 +584,10 @@ class OcppSession:
     def _on_get_composite_schedule(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
         assert self.smart_charging is not None
         connector = payload["connectorId"]
+        if payload["duration"] < 0:
+            # The schema lets any integer through; a negative length is an invalid value (OCPP-J 4.2.3 Table 7).
+            raise rpc.RpcError(rpc.ErrorCode.PROPERTY_CONSTRAINT_VIOLATION,
+                               f"duration must be >= 0, got {payload['duration']}")
         if not 0 <= connector <= self.connectors:
             return {"status": "Rejected"}  # 5.7: an unknown connector
         # Time X is when the request arrived (errata 3.28), on our whole-second grid.

@@ -115,12 +115,18 @@ class SmartCharging:
     def composite(self, connector_id: int, start: datetime, duration: int, unit: str | None,
                   transactions: Transactions, phases: Mapping[int, int] | None = None) -> dict[str, Any]:
         """The composite schedule (GetCompositeSchedule, evsectl schedule); duration capped at max_duration_s."""
+        return self._schedule(connector_id, start, min(int(duration), self.max_duration_s),
+                              unit or self.default_unit(), transactions, phases)
+
+    def _schedule(self, connector_id: int, start: datetime, duration: int, unit: str, transactions: Transactions,
+                  phases: Mapping[int, int] | None, *, exact: bool = False) -> dict[str, Any]:
+        # Not capped: the cap is for answers, the limiter must see its whole horizon whatever the cap.
         return composite_schedule(
-            self.profiles.profiles(), connector_id=connector_id, start=start.replace(microsecond=0),
-            duration=min(int(duration), self.max_duration_s), unit=unit or self.default_unit(),
-            transactions=transactions, number_of_connectors=self.limits.number_of_connectors,
-            default_limit_a=self._local_max(connector_id), voltage=self.voltage,
-            default_phases=(phases or {}).get(connector_id, self.default_phases))
+            self.profiles.profiles(), connector_id=connector_id,
+            start=start if exact else start.replace(microsecond=0),
+            duration=duration, unit=unit, transactions=transactions,
+            number_of_connectors=self.limits.number_of_connectors, default_limit_a=self._local_max(connector_id),
+            voltage=self.voltage, default_phases=(phases or {}).get(connector_id, self.default_phases))
 
     def _share_charge_point_max(self, start: datetime, transactions: Transactions,
                                 amps: dict[int, float | None]) -> datetime:
@@ -166,9 +172,12 @@ class SmartCharging:
         next_change = start + timedelta(seconds=HORIZON_S)
         amps: dict[int, float | None] = {}
         for cid in range(1, self.limits.number_of_connectors + 1):
-            schedule = self.composite(cid, start, HORIZON_S, "A", transactions, phases)
+            schedule = self._schedule(cid, start, HORIZON_S, "A", transactions, phases)
             periods = schedule["chargingSchedulePeriod"]
-            limit = float(periods[0]["limit"])
+            # The value at `now` itself, not at the whole second before it: a transaction that started 300 ms
+            # into a second has its Relative profiles from then on, not from the next whole second.
+            at_now = self._schedule(cid, now, 1, "A", transactions, phases, exact=True)
+            limit = float(at_now["chargingSchedulePeriod"][0]["limit"])
             amps[cid] = None if limit >= self._local_max(cid) else limit
             if len(periods) > 1:
                 next_change = min(next_change, start + timedelta(seconds=periods[1]["startPeriod"]))

@@ -9,9 +9,9 @@ import pytest
 
 from evsed.ocpp import metering
 from evsed.ocpp.configkeys import (
-    SMART_CHARGING_KEYS,
     KEYS,
     MEASURAND_LIST_MAX_ITEMS,
+    SMART_CHARGING_KEYS,
     STOP_TRANSACTION_MAX_METER_VALUES,
     SUPPORTED_MEASURANDS,
     ConfigKeyError,
