@@ -143,10 +143,15 @@ def _number(lo: float, hi: float, integer: bool = False) -> _Check:
         if isinstance(v, bool) or not isinstance(v, int | float) or (integer and not isinstance(v, int)):
             return f"expected {'an integer' if integer else 'a number'}, got {_tname(v)}"
         if not lo <= v <= hi:
-            return f"must be between {lo:g} and {hi:g}, got {v}"
+            return f"must be between {_bound(lo)} and {_bound(hi)}, got {v}"
         return None
 
     return check
+
+
+def _bound(x: float) -> str:
+    """A range bound as people write it: 2678400, not 2.6784e+06."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _choice(*options: Any) -> _Check:

@@ -594,7 +594,10 @@ class OcppSession:
         start = self.wall_datetime(now).replace(microsecond=0)
         schedule = self.smart_charging.composite(connector, start, payload["duration"],
                                                  payload.get("chargingRateUnit"), self.transactions())
-        return {"status": "Accepted", "connectorId": connector, "scheduleStart": schedule["startSchedule"],
+        # Errata 3.57: inside GetCompositeSchedule.conf the schedule's startSchedule "must be omitted"; the start
+        # is scheduleStart.
+        start_schedule = schedule.pop("startSchedule")
+        return {"status": "Accepted", "connectorId": connector, "scheduleStart": start_schedule,
                 "chargingSchedule": schedule}
 
     # --- outgoing -----------------------------------------------------------------------------------------
