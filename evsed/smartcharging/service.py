@@ -121,10 +121,14 @@ class SmartCharging:
     def _schedule(self, connector_id: int, start: datetime, duration: int, unit: str, transactions: Transactions,
                   phases: Mapping[int, int] | None, *, exact: bool = False) -> dict[str, Any]:
         # Not capped: the cap is for answers, the limiter must see its whole horizon whatever the cap.
+        # Transaction starts go on the whole-second grid rounded DOWN (the engine rounds a fractional anchor up):
+        # a Relative profile then covers its transaction from the first instant, and GetCompositeSchedule in the
+        # transaction's first second reports what the pilot gets. Relative boundaries come < 1 s early, not late.
+        on_grid = {cid: (started.replace(microsecond=0), tx_id) for cid, (started, tx_id) in transactions.items()}
         return composite_schedule(
             self.profiles.profiles(), connector_id=connector_id,
             start=start if exact else start.replace(microsecond=0),
-            duration=duration, unit=unit, transactions=transactions,
+            duration=duration, unit=unit, transactions=on_grid,
             number_of_connectors=self.limits.number_of_connectors, default_limit_a=self._local_max(connector_id),
             voltage=self.voltage, default_phases=(phases or {}).get(connector_id, self.default_phases))
 

@@ -3,8 +3,8 @@
 Found by bench/bench_charging_profile_latency.py: the first SetChargingProfile of a transaction (a Relative TxProfile)
 reached the pilot only at the next whole second. The composite's time grid rounds the fractional transaction start
 (the Relative anchor) UP to the next whole second after its `start`; evaluated from `now` truncated, the TxProfile
-covered nothing until then and, since it masks TxDefault, the connector ran at its local maximum. connector_limits
-now takes the value at `now` exactly (and only the next boundary from the truncated start).
+covered nothing until then and, since it masks TxDefault, the connector ran at its local maximum. The service now
+puts transaction starts on the grid rounded down, and connector_limits takes the value at `now` exactly.
 """
 
 from __future__ import annotations
@@ -54,9 +54,15 @@ def test_the_next_boundary_stays_on_the_whole_second_grid() -> None:
                    txs)
     result = sc.connector_limits(TX_START + timedelta(milliseconds=20), txs, PHASES)
     assert result.amps == {1: 10.0}
-    # On the whole-second grid the profile begins at 12:00:01: a recomputation then that changes nothing...
-    assert result.next_change == datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC)
-    again = sc.connector_limits(result.next_change, txs, PHASES)
-    assert again.amps == {1: 10.0}
-    # ...and the anchor 12:00:00.300 on the grid is 12:00:01, so the 60 s period begins at 12:01:01.
-    assert again.next_change == datetime(2026, 3, 1, 12, 1, 1, tzinfo=UTC)
+    # The transaction start 12:00:00.300 goes on the grid at 12:00:00 (rounded down, so the profile covers the
+    # transaction from its first instant): the 60 s period begins at 12:01:00, 0.3 s early rather than 0.7 s late.
+    assert result.next_change == datetime(2026, 3, 1, 12, 1, 0, tzinfo=UTC)
+    assert sc.connector_limits(result.next_change, txs, PHASES).amps == {1: 8.0}
+
+
+def test_the_composite_in_the_first_second_is_what_the_pilot_gets() -> None:
+    sc, txs = service_with_profile()
+    now = TX_START + timedelta(milliseconds=20)
+    schedule = sc.composite(1, now, 60, "A", txs)
+    assert schedule["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 10.0}]
+    assert sc.connector_limits(now, txs, PHASES).amps == {1: 10.0}

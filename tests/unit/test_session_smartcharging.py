@@ -274,8 +274,9 @@ def test_get_composite_schedule_with_a_relative_tx_profile(h: SCHarness) -> None
     sched = res[2]["chargingSchedule"]
     assert res[2]["scheduleStart"] == "2024-05-01T12:00:10Z"
     assert "startSchedule" not in sched  # errata 3.57
-    # 12:00:04.5 + 60 s = 12:01:04.5, reported at the next whole second (55 s after 12:00:10).
-    assert sched["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 8.0}, {"startPeriod": 55, "limit": 12.0}]
+    # The transaction start 12:00:04.5 goes on the grid at 12:00:04 (rounded down): + 60 s = 12:01:04, 54 s after
+    # 12:00:10.
+    assert sched["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 8.0}, {"startPeriod": 54, "limit": 12.0}]
 
 
 def test_get_composite_schedule_duration_capped() -> None:
