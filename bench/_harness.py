@@ -230,6 +230,27 @@ class CsmsThread:
         self.run(self.csms.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
 
+    def flood(self, cp_id: str) -> tuple[Callable[[], int], Callable[[], None]]:
+        """Send GetConfiguration CALLs to cp_id back to back (load for latency benches); returns (calls so far,
+        stop)."""
+        import threading
+
+        stop = threading.Event()
+        calls = [0]
+
+        async def flood() -> None:
+            while not stop.is_set():
+                await self.csms.call(cp_id, "GetConfiguration", {})
+                calls[0] += 1
+
+        fut = asyncio.run_coroutine_threadsafe(flood(), self.loop)
+
+        def end() -> None:
+            stop.set()
+            fut.result(30)
+
+        return lambda: calls[0], end
+
 
 def tmpdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="evsed-bench-"))

@@ -24,11 +24,8 @@ Usage: python bench/bench_charging_profile_latency.py [--steps N] [--first N] [-
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -263,25 +260,6 @@ def report_boundaries(label: str, k: int, period_s: int, b: Boundaries, clock_la
         print(f"  PROBLEMS: {b.missed} boundaries without a duty change, {b.wrong_duty} with an unexpected duty")
 
 
-def flooding(csms: CsmsThread) -> tuple[Callable[[], int], Callable[[], None]]:
-    """Start GetConfiguration CALLs back to back; returns (calls so far, stop)."""
-    stop = threading.Event()
-    calls = [0]
-
-    async def flood() -> None:
-        while not stop.is_set():
-            await csms.csms.call(CP_ID, "GetConfiguration", {})
-            calls[0] += 1
-
-    fut = asyncio.run_coroutine_threadsafe(flood(), csms.loop)
-
-    def end() -> None:
-        stop.set()
-        fut.result(30)
-
-    return lambda: calls[0], end
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=STEPS, help=f"SetChargingProfile per phase (default {STEPS})")
@@ -304,7 +282,7 @@ def main() -> None:
             report_steps("first profile of a transaction, idle", args.first, first_profiles(d, csms, args.first))
         report_boundaries("idle", args.boundaries, args.period,
                           period_boundaries(d, csms, args.boundaries, args.period), lag)
-        calls, end_flood = flooding(csms)
+        calls, end_flood = csms.flood(CP_ID)
         try:
             report_steps("under CSMS flood", args.steps, profile_steps(d, csms, args.steps))
             report_boundaries("under CSMS flood", args.boundaries, args.period,

@@ -18,12 +18,10 @@ Usage: python bench_rpi_latency.py [N_EVENTS] [--board NAME] [--cpu-window SECON
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import os
 import platform
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -204,25 +202,6 @@ def report_cpu(label: str, figures: tuple[float, float, float, float], interval_
           f"{verdict(pct < CPU_TARGET_PCT)}]; whole daemon process {proc_pct:.2f} % of one core")
 
 
-def flooding(csms: CsmsThread, cp_id: str) -> tuple[Callable[[], int], Callable[[], None]]:
-    """Start GetConfiguration CALLs back to back; returns (calls so far, stop)."""
-    stop = threading.Event()
-    calls = [0]
-
-    async def flood() -> None:
-        while not stop.is_set():
-            await csms.csms.call(cp_id, "GetConfiguration", {})
-            calls[0] += 1
-
-    fut = asyncio.run_coroutine_threadsafe(flood(), csms.loop)
-
-    def end() -> None:
-        stop.set()
-        fut.result(30)
-
-    return lambda: calls[0], end
-
-
 class _Timed:
     """Wraps an emulated ADC chip (SMBusLike / SpiLike) and adds up the CPU the calling thread spends inside it:
     the emulator's share of the sampling loop, which a real Pi does not pay (it pays the kernel's I2C/SPI instead)."""
@@ -315,7 +294,7 @@ def main() -> None:
         report_cpu("idle, charging", cpu_window(d, args.cpu_window), interval, args.cpu_window)
         report_latency("idle", run_events(d, args.events))
 
-        calls, end_flood = flooding(csms, "BENCH")
+        calls, end_flood = csms.flood("BENCH")
         try:
             report_cpu("CSMS flood, charging", cpu_window(d, args.cpu_window), interval, args.cpu_window)
             report_latency("under CSMS flood", run_events(d, args.events))
