@@ -174,7 +174,7 @@ class Daemon:
             local_max_a={cid: c.max_current_a for cid, c in self.station.connectors.items()},
             voltage=cfg.hardware.voltage_v, default_phases=cfg.hardware.phases,
             max_duration_s=sc.max_composite_duration_s)
-        self.smart_charging.on_change = self._charging_profiles_changed
+        self.smart_charging.on_change = self._recompute_limits
         self.data_transfer = DataTransferRegistry()
         self.data_transfer.register(EVSED_VENDOR_ID, self._vendor_data_transfer, message_ids=["Status"])
         cp = cfg.charge_point
@@ -189,7 +189,6 @@ class Daemon:
         # The deadline (monotonic) is ConnectionTimeOut: after it the remote start is void, and so is its profile.
         self.remote_start_profiles: dict[int | str, tuple[dict[str, Any], float]] = {}
         self._limit_timer: asyncio.TimerHandle | None = None
-        self._limit_due: float | None = None  # wall-clock time the limiter timer is set for
         self._phases_in_use: dict[int, int] = {}
         self.reset_requested: str | None = None
         self._unlock_waiting: dict[int, tuple[Callable[[str], None], asyncio.TimerHandle | None]] = {}
@@ -395,9 +394,6 @@ class Daemon:
         return out
 
     # --- smart charging -----------------------------------------------------------------------------------
-    def _charging_profiles_changed(self) -> None:
-        self._recompute_limits()
-
     def _recompute_limits(self, due: float | None = None) -> None:
         """Hand each connector its composite-schedule limit, and set one timer to the next change (no polling).
 
@@ -424,7 +420,6 @@ class Daemon:
         if self._limit_timer is not None:
             self._limit_timer.cancel()
         next_wall = result.next_change.timestamp()
-        self._limit_due = next_wall
         delay = max(0.0, next_wall - self.session.wall(time.monotonic()))
         self._limit_timer = self._loop.call_later(delay, self._recompute_limits, next_wall)
 

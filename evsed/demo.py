@@ -374,7 +374,6 @@ class Demo:
         say(f"  stop reason    {tx.reason}")
         say("demo finished OK")
 
-
     async def _limit_by_profile(self, tx_id: int) -> None:
         """Smart charging: the CSMS caps the running transaction; the charger applies it to the pilot."""
         profile = {"chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
