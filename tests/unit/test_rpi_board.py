@@ -264,3 +264,35 @@ async def test_a_hung_adc_transfer_opens_the_contactor_through_the_guard(rig: Ri
     adc.hang_s = 0.0
     await rig.status("Charging", timeout=10)
     assert rig.daemon.board.stalls == 1  # type: ignore[attr-defined]
+
+
+async def test_a_remote_start_profile_is_the_first_duty_the_ev_sees(rig: Rig) -> None:
+    """The profile is installed when the transaction starts, in the same pass as the station's first PWM: the pilot
+    must never carry the connector's maximum first (the superseded duty is not written)."""
+    written: list[float | None] = []
+    board = rig.daemon.board
+    real_set_pwm = board.set_pwm
+
+    def recording(connector: int, duty: float | None) -> None:
+        if connector == 1:
+            written.append(duty)
+        real_set_pwm(connector, duty)
+
+    board.set_pwm = recording  # type: ignore[method-assign]
+    rig.world.ev(1, plugged=True, wants_energy=True)
+    await rig.status("Preparing")
+    profile = {"chargingProfileId": 5, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
+               "chargingProfileKind": "Relative",
+               "chargingSchedule": {"chargingRateUnit": "A",
+                                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10}]}}
+    assert rig.daemon.remote_start(1, CARD, profile)
+    await rig.status("Charging")
+    await rig.until(lambda: rig.world.coil(1), "contactor closed")
+    assert [d for d in written if d is not None] == [16.6]  # 10 A: 16.6 % (rounded toward less current)
+    assert rig.world.duty(1) == pytest.approx(16.6)
+    assert (rig.connector()["current_limit_a"], rig.connector()["limit_source"]) == (10.0, "ocpp")
+    # The TxProfile ends with its transaction.
+    rig.world.ev(1, plugged=False)
+    await rig.status("Available")
+    assert rig.daemon.smart_charging.profiles.profiles() == []
+    assert rig.connector()["limit_source"] == "hardware"
