@@ -212,6 +212,7 @@ CONTRACT = {
     "storage": {"dir"},
     "control": {"socket"},
     "system": {"resume_transactions"},
+    "smart_charging": {"max_stack_level", "allowed_units", "max_periods", "max_profiles", "max_composite_duration_s"},
 }
 
 
@@ -230,6 +231,9 @@ def test_example_config_is_toml_with_contract_keys(unit: dict[str, list[tuple[st
     runtime = "/run/" + value(unit, "Service", "RuntimeDirectory")
     assert Path(data["control"]["socket"]).parent == Path(runtime)
     assert data["control"]["socket"] == "/run/evsed/evsed.sock"
+    # The example says "the values below are the defaults": they must be.
+    assert data["smart_charging"] == {"max_stack_level": 10, "allowed_units": ["Current", "Power"], "max_periods": 96,
+                                      "max_profiles": 32, "max_composite_duration_s": 604800}
 
 
 def test_example_config_loads_with_daemon_loader() -> None:
