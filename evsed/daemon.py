@@ -664,8 +664,8 @@ class Daemon:
             raise RequestError(f"duration must be a whole number of seconds >= 0, got {duration!r}")
         if unit not in (None, "A", "W"):
             raise RequestError(f"unit must be A or W, got {unit!r}")
-        start = self.session.wall_datetime(time.monotonic()).replace(microsecond=0)
-        schedule = self.smart_charging.composite(connector, start, duration, unit, self.session.transactions())
+        schedule = self.smart_charging.composite(connector, self.session.wall_datetime(time.monotonic()), duration,
+                                                 unit, self.session.transactions())
         return {"connectorId": connector, "scheduleStart": schedule["startSchedule"], "chargingSchedule": schedule}
 
     async def _data_transfer_to_csms(self, req: dict[str, Any]) -> Any:

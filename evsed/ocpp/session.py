@@ -590,9 +590,8 @@ class OcppSession:
                                f"duration must be >= 0, got {payload['duration']}")
         if not 0 <= connector <= self.connectors:
             return {"status": "Rejected"}  # 5.7: an unknown connector
-        # Time X is when the request arrived (errata 3.28), on our whole-second grid.
-        start = self.wall_datetime(now).replace(microsecond=0)
-        schedule = self.smart_charging.composite(connector, start, payload["duration"],
+        # Time X is when the request arrived (errata 3.28); composite() puts it on the whole-second grid.
+        schedule = self.smart_charging.composite(connector, self.wall_datetime(now), payload["duration"],
                                                  payload.get("chargingRateUnit"), self.transactions())
         # Errata 3.57: inside GetCompositeSchedule.conf the schedule's startSchedule "must be omitted"; the start
         # is scheduleStart.

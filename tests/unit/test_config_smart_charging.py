@@ -5,20 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_config import MINIMAL
 
 from evsed.config import ConfigError, SmartChargingConfig, load
 from evsed.ocpp.configkeys import ConfigKeys
 from evsed.store.db import Store
-
-MINIMAL = """\
-[charge_point]
-id = "CP001"
-vendor = "evsed"
-model = "evsed-sim"
-
-[ocpp]
-url = "ws://127.0.0.1:9000/ocpp"
-"""
 
 
 def write(tmp_path: Path, extra: str) -> Path:

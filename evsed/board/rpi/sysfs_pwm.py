@@ -90,7 +90,8 @@ def find_pwmchip(root: Path, chip: str) -> Path:
     raise PwmError(f"no PWM chip matching {chip!r} in {root} (found: {_describe(chips)}); {_DTOVERLAY_HINT}")
 
 
-def _write(path: Path, value: int | str) -> None:
+def _write(path: Path, value: int | str, *, tolerated: frozenset[int] = frozenset()) -> None:
+    """Write one sysfs attribute; a write failing with an errno in ``tolerated`` counts as done."""
     try:
         fd = os.open(path, os.O_WRONLY)
     except OSError as exc:
@@ -98,7 +99,8 @@ def _write(path: Path, value: int | str) -> None:
     try:
         os.write(fd, f"{value}\n".encode())
     except OSError as exc:
-        raise PwmError(f"cannot write {value} to {path}: {exc.strerror or exc}") from None
+        if exc.errno not in tolerated:
+            raise PwmError(f"cannot write {value} to {path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
 
@@ -178,19 +180,8 @@ class SysfsPwm:
         self._percent = None
 
     def _export(self, chip_dir: Path) -> None:
-        path = chip_dir / "export"
-        try:
-            fd = os.open(path, os.O_WRONLY)
-        except OSError as exc:
-            raise PwmError(f"cannot open {path}: {exc.strerror or exc}") from None
-        try:
-            os.write(fd, f"{self.channel}\n".encode())
-        except OSError as exc:
-            # EBUSY: already exported (by another run, or a moment ago); the wait in _open_duty settles it.
-            if exc.errno != errno.EBUSY:
-                raise PwmError(f"cannot export channel {self.channel} via {path}: {exc.strerror or exc}") from None
-        finally:
-            os.close(fd)
+        # EBUSY: already exported (by another run, or a moment ago); the wait in _open_duty settles it.
+        _write(chip_dir / "export", self.channel, tolerated=frozenset({errno.EBUSY}))
 
     def _open_duty(self, pwm_dir: Path) -> int:
         path = pwm_dir / "duty_cycle"
